@@ -1,0 +1,67 @@
+"""Content-addressed blob storage on a directory: ``<root>/<aa>/<sha256>``.
+
+Blobs are immutable and named by the sha256 of their bytes, so writes are idempotent and
+a half-written file is never visible (write to a temp file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        if not SHA256_RE.match(sha256):
+            raise ValueError("blob names are lowercase hex sha256")
+        return self.root / sha256[:2] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def put(self, data: bytes) -> str:
+        """Store ``data``; returns its sha256. Idempotent."""
+        sha = hashlib.sha256(data).hexdigest()
+        dest = self.path(sha)
+        if dest.is_file():
+            return sha
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return sha
+
+    def get(self, sha256: str) -> bytes:
+        return self.path(sha256).read_bytes()
+
+    def size(self, sha256: str) -> int:
+        return self.path(sha256).stat().st_size
+
+    def delete(self, sha256: str) -> bool:
+        try:
+            self.path(sha256).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def list(self) -> list[str]:
+        return [p.name for p in self.root.glob("??/*") if SHA256_RE.match(p.name)]
+
+    def disk_usage(self) -> int:
+        return sum(p.stat().st_size for p in self.root.glob("??/*") if p.is_file())

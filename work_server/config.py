@@ -1,0 +1,51 @@
+"""Server configuration: one frozen dataclass, built by the CLI or by tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class DaemonIntervals:
+    """Seconds between runs of each scheduler daemon (small in tests and the demo)."""
+
+    transitioner: float = 2.0
+    validator: float = 2.0
+    aggregator: float = 2.0
+    file_deleter: float = 300.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    state_dir: Path
+    runs_dir: Path
+    operator_token: str
+    database_url: str | None = None  # default: SQLite in state_dir
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: public base URL put into work units (blob and upload URLs); default http://host:port
+    public_url: str | None = None
+    data_dir: Path | None = None  # MNIST IDX files; default YADML_DATA_DIR or ../shared/data/mnist
+    fashion_dir: Path | None = None  # default /usr/share/datasets/fashion-mnist
+    max_running_jobs: int = 1
+    intervals: DaemonIntervals = field(default_factory=DaemonIntervals)
+    run_daemons: bool = True  # tests may drive run_once() by hand instead
+    retry_after_s: float = 2.0  # told to clients when there is no work
+    max_request_bytes: int = 64 * 1024 * 1024
+    host_active_window_s: float = 3600.0
+    blob_grace_s: float = 3600.0  # the file deleter keeps unreferenced blobs this long
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.state_dir / "blobs"
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.state_dir / 'yadml.db').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"

@@ -1,0 +1,186 @@
+"""Database tables: BOINC's job/round/work unit/result/host model, kept in SQL so a restart
+loses nothing. Times are UNIX seconds (float) throughout: one clock, easy to inject in tests.
+
+Daemons hand work to each other only through the state columns here:
+
+* ``WorkUnit.transition_time`` <= now  -> the transitioner looks at the work unit;
+* ``WorkUnit.need_validate``          -> the validator looks at it;
+* ``WorkUnit.canonical_result_id`` / ``WorkUnit.state`` -> the aggregator closes rounds;
+* blobs no row references            -> the file deleter removes them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, SQLModel
+
+FAR_FUTURE = 1e18  # transition_time meaning "nothing to do"
+
+
+class JobState(enum.StrEnum):
+    pending = "pending"  # accepted, shards not built yet
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class RoundState(enum.StrEnum):
+    running = "running"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class WorkUnitState(enum.StrEnum):
+    active = "active"  # still wants results
+    done = "done"  # has a canonical result
+    failed = "failed"  # too many errors / results; gave up
+    cancelled = "cancelled"  # round closed without it, or job cancelled
+
+
+class ServerState(enum.StrEnum):
+    unsent = "unsent"
+    in_progress = "in_progress"
+    over = "over"
+
+
+class Outcome(enum.StrEnum):
+    init = "init"
+    success = "success"
+    client_error = "client_error"
+    no_reply = "no_reply"
+    didnt_need = "didnt_need"
+    validate_error = "validate_error"
+
+
+class ValidateState(enum.StrEnum):
+    init = "init"  # not looked at yet
+    valid = "valid"
+    invalid = "invalid"
+    inconclusive = "inconclusive"  # quorum not reached yet
+    too_late = "too_late"  # arrived after its work unit was finished; never merged
+
+
+class Job(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    state: str = Field(default=JobState.pending, index=True)
+    spec: dict = Field(sa_column=Column(JSON, nullable=False))  # type: ignore[type-arg]
+    current_round: int = 0
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    #: sha256 of the current global weights (the final model once completed)
+    model_sha256: str | None = None
+    report_path: str | None = None
+    #: data facts fixed at start (num test samples, shard sizes): JSON
+    info: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # type: ignore[type-arg]
+
+
+class Round(SQLModel, table=True):
+    __table_args__ = (Index("ix_round_job_number", "job_id", "number", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    number: int  # 1-based
+    state: str = Field(default=RoundState.running, index=True)
+    weights_sha256: str  # global weights this round trains from
+    started_at: float
+    deadline: float  # after this the round may close at round_min_fraction
+    closed_at: float | None = None
+    #: RoundMetrics fields (without round/duration) once evaluated
+    metrics: dict | None = Field(default=None, sa_column=Column(JSON))  # type: ignore[type-arg]
+    results_success: int = 0
+    results_error: int = 0
+    results_no_reply: int = 0
+
+
+class WorkUnit(SQLModel, table=True):
+    __table_args__ = (Index("ix_wu_transition", "transition_time"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    round_id: int = Field(foreign_key="round.id", index=True)
+    shard_index: int
+    shard_sha256: str
+    weights_sha256: str
+    num_samples: int
+    task: dict = Field(sa_column=Column(JSON, nullable=False))  # type: ignore[type-arg]  # TaskConfig
+    runtimes: list = Field(sa_column=Column(JSON, nullable=False))  # type: ignore[type-arg]
+    state: str = Field(default=WorkUnitState.active, index=True)
+    min_quorum: int = 1
+    target_nresults: int = 1
+    max_error_results: int = 3
+    max_total_results: int = 6
+    delay_bound_s: float = 600.0
+    tolerance: float = 1e-4
+    max_output_bytes: int
+    transition_time: float = FAR_FUTURE
+    need_validate: bool = Field(default=False, index=True)
+    canonical_result_id: int | None = None
+    error: str | None = None
+    created_at: float
+
+
+class Result(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_result_dispatch", "server_state", "workunit_id"),
+        Index("ix_result_host_state", "host_id", "server_state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    workunit_id: int = Field(foreign_key="workunit.id", index=True)
+    host_id: int | None = Field(default=None, foreign_key="host.id")
+    server_state: str = Field(default=ServerState.unsent)
+    outcome: str = Field(default=Outcome.init)
+    validate_state: str = Field(default=ValidateState.init)
+    runtime: str | None = None
+    created_at: float
+    sent_at: float | None = None
+    deadline: float | None = None
+    received_at: float | None = None
+    output_sha256: str | None = None
+    output_size: int | None = None
+    #: TrainReport fields once uploaded: train_loss, samples, elapsed_s, epochs
+    report: dict | None = Field(default=None, sa_column=Column(JSON))  # type: ignore[type-arg]
+    fraction_done: float = 0.0
+    error_reason: str | None = None
+    error_detail: str | None = None
+    late: bool = False
+
+
+class Host(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    os: str
+    arch: str
+    cpus: int
+    memory_mb: int
+    runtimes: list = Field(sa_column=Column(JSON, nullable=False))  # type: ignore[type-arg]
+    token_hash: str = Field(index=True, unique=True)
+    created_at: float
+    last_contact: float
+    banned: bool = False
+    results_valid: int = 0
+    results_invalid: int = 0
+    results_error: int = 0
+    consecutive_valid: int = 0
+    credit: float = 0.0
+
+
+class Blob(SQLModel, table=True):
+    sha256: str = Field(primary_key=True)
+    size: int
+    kind: str  # shard | weights | result | model
+    created_at: float
+
+
+class DaemonRun(SQLModel, table=True):
+    """When each daemon last ran (for the status API and page)."""
+
+    name: str = Field(primary_key=True)
+    last_run: float
+    last_error: str | None = None

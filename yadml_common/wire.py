@@ -1,0 +1,249 @@
+"""Wire models shared by the work server and the volunteer client.
+
+This is the only module both sides import: the JSON bodies of the HTTP work-unit API,
+and the names used inside the safetensors files that travel between them. Every model
+forbids unknown fields and bounds its sizes, because volunteers are anonymous.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+API_PREFIX = "/api/v1"
+
+#: Key of the JSON training report inside an uploaded result's safetensors ``__metadata__``.
+REPORT_METADATA_KEY = "report"
+
+#: Names of a work unit's inputs (each a content-addressed blob).
+INPUT_SHARD = "shard"
+INPUT_WEIGHTS = "weights"
+
+#: Tensor names inside a shard blob: ``images`` uint8 [N, 28, 28], ``labels`` int64 [N].
+SHARD_IMAGES = "images"
+SHARD_LABELS = "labels"
+
+Runtime = Literal["process", "docker", "vm"]
+RUNTIMES: tuple[Runtime, ...] = ("process", "docker", "vm")
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+ShortText = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ErrorBody(WireModel):
+    """Every 4xx/5xx answer of the API: a machine-readable code and a human reason."""
+
+    error: str
+    detail: str
+
+
+# --------------------------------------------------------------------------- hosts
+
+
+class HostRegisterRequest(WireModel):
+    name: ShortText
+    os: ShortText = "unknown"
+    arch: ShortText = "unknown"
+    cpus: int = Field(default=1, ge=1, le=4096)
+    memory_mb: int = Field(default=1024, ge=64, le=16 * 1024 * 1024)
+    runtimes: list[Runtime] = Field(default_factory=lambda: ["process"], min_length=1, max_length=3)
+
+
+class HostRegisterResponse(WireModel):
+    host_id: int
+    host_token: str
+
+
+# --------------------------------------------------------------------------- work
+
+
+class TaskConfig(WireModel):
+    """What the trainer needs besides its input blobs. Deterministic given the same inputs."""
+
+    model: ShortText = "lenet"
+    dataset: ShortText = "mnist"
+    local_epochs: int = Field(default=1, ge=1, le=100)
+    batch_size: int = Field(default=64, ge=1, le=8192)
+    lr: float = Field(default=0.001, gt=0, le=10)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+class WorkRequest(WireModel):
+    max_units: int = Field(default=1, ge=1, le=16)
+    runtimes: list[Runtime] | None = Field(default=None, max_length=3)
+
+
+class WorkInput(WireModel):
+    name: ShortText
+    sha256: Sha256
+    size: int = Field(ge=0)
+    url: str
+
+
+class UploadSpec(WireModel):
+    url: str
+    max_bytes: int = Field(ge=1)
+
+
+class WorkUnitAssignment(WireModel):
+    result_id: int
+    workunit_id: int
+    job_id: int
+    round: int
+    deadline: datetime
+    runtime: Runtime
+    inputs: list[WorkInput]
+    task: TaskConfig
+    upload: UploadSpec
+
+
+class WorkResponse(WireModel):
+    units: list[WorkUnitAssignment]
+    retry_after_s: float = Field(ge=0)
+
+
+class FailureReport(WireModel):
+    reason: Literal[
+        "download_error", "executor_error", "timeout", "out_of_memory", "crash", "aborted",
+        "invalid_input", "other",
+    ]
+    detail: str = Field(default="", max_length=16384)
+
+
+class RunningUnit(WireModel):
+    result_id: int
+    fraction_done: float = Field(default=0.0, ge=0, le=1)
+
+
+class HeartbeatRequest(WireModel):
+    running: list[RunningUnit] = Field(default_factory=list, max_length=256)
+
+
+class HeartbeatResponse(WireModel):
+    abort: list[int]
+
+
+class UploadAccepted(WireModel):
+    result_id: int
+    sha256: Sha256
+    duplicate: bool = False
+    late: bool = False
+
+
+class TrainReport(WireModel):
+    """The JSON report the trainer stores under ``__metadata__["report"]`` of its output."""
+
+    train_loss: float
+    samples: int = Field(ge=1)
+    elapsed_s: float = Field(ge=0)
+    epochs: int = Field(default=1, ge=1)
+
+
+# --------------------------------------------------------------------------- jobs (operator)
+
+
+class SplitSpec(WireModel):
+    method: Literal["random", "stratified", "dirichlet", "shards"] = "stratified"
+    alpha: float = Field(default=0.5, gt=0, le=1000, description="dirichlet concentration")
+    labels_per_shard: int = Field(default=2, ge=1, le=1000, description="'shards' method")
+
+
+class MergeSpec(WireModel):
+    method: Literal["simple_average", "median", "trimmed_mean", "regularized"] = "simple_average"
+    trim_ratio: float = Field(default=0.1, ge=0, lt=0.5, description="trimmed_mean: cut per side")
+    factor: float = Field(
+        default=0.5, ge=0, le=1,
+        description="regularized: new = factor*previous + (1-factor)*sample-weighted average",
+    )
+
+
+class ReplicationPolicy(WireModel):
+    min_quorum: int = Field(default=1, ge=1, le=10)
+    target_nresults: int = Field(default=1, ge=1, le=20)
+    max_error_results: int = Field(default=3, ge=0, le=100)
+    max_total_results: int = Field(default=6, ge=1, le=100)
+    delay_bound_s: float = Field(default=600.0, gt=0, le=30 * 86400)
+    tolerance: float = Field(default=1e-4, ge=0, le=1, description="relative replica tolerance")
+
+
+class JobSpec(WireModel):
+    dataset: Literal["mnist", "fashion-mnist", "digits"]
+    model: Literal["lenet"] = "lenet"
+    shards: int = Field(default=4, ge=1, le=1000)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    merge: MergeSpec = Field(default_factory=MergeSpec)
+    rounds: int = Field(default=5, ge=1, le=1000)
+    local_epochs: int = Field(default=1, ge=1, le=100)
+    batch_size: int = Field(default=64, ge=1, le=8192)
+    lr: float = Field(default=0.001, gt=0, le=10)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    replication: ReplicationPolicy = Field(default_factory=ReplicationPolicy)
+    runtimes: list[Runtime] = Field(default_factory=lambda: ["process"], min_length=1, max_length=3)
+    round_min_fraction: float = Field(
+        default=1.0, gt=0, le=1,
+        description="after the round deadline, close the round once this fraction of its "
+        "work units has a canonical result",
+    )
+    round_timeout_s: float | None = Field(
+        default=None, gt=0, description="round deadline; default 2 x delay_bound_s"
+    )
+
+
+class RoundMetrics(WireModel):
+    round: int
+    accuracy: float
+    loss: float
+    precision_macro: float
+    recall_macro: float
+    f1_macro: float
+    roc_auc_macro: float
+    average_precision_macro: float
+    results_success: int
+    results_error: int
+    results_no_reply: int
+    duration_s: float
+
+
+JobState = Literal["pending", "running", "completed", "failed", "cancelled"]
+
+
+class JobStatus(WireModel):
+    id: int
+    state: JobState
+    spec: JobSpec
+    current_round: int
+    rounds: list[RoundMetrics]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    model_sha256: str | None
+    report_path: str | None
+
+
+class JobList(WireModel):
+    jobs: list[JobStatus]
+
+
+class ServerStatus(WireModel):
+    hosts_total: int
+    hosts_active: int
+    jobs_running: int
+    results_unsent: int
+    results_in_progress: int
+    results_over: dict[str, int]
+    results_last_hour: int
+    daemons: dict[str, datetime | None]
