@@ -32,6 +32,10 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 ShortText = Annotated[str, Field(min_length=1, max_length=128)]
 
 
+def _default_runtimes() -> list[Runtime]:
+    return ["process"]
+
+
 class WireModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -55,7 +59,7 @@ class HostRegisterRequest(WireModel):
     arch: ShortText = "unknown"
     cpus: int = Field(default=1, ge=1, le=4096)
     memory_mb: int = Field(default=1024, ge=64, le=16 * 1024 * 1024)
-    runtimes: list[Runtime] = Field(default_factory=lambda: ["process"], min_length=1, max_length=3)
+    runtimes: list[Runtime] = Field(default_factory=_default_runtimes, min_length=1, max_length=3)
 
 
 class HostRegisterResponse(WireModel):
@@ -116,8 +120,14 @@ class WorkResponse(WireModel):
 
 class FailureReport(WireModel):
     reason: Literal[
-        "download_error", "executor_error", "timeout", "out_of_memory", "crash", "aborted",
-        "invalid_input", "other",
+        "download_error",
+        "executor_error",
+        "timeout",
+        "out_of_memory",
+        "crash",
+        "aborted",
+        "invalid_input",
+        "other",
     ]
     detail: str = Field(default="", max_length=16384)
 
@@ -164,7 +174,9 @@ class MergeSpec(WireModel):
     method: Literal["simple_average", "median", "trimmed_mean", "regularized"] = "simple_average"
     trim_ratio: float = Field(default=0.1, ge=0, lt=0.5, description="trimmed_mean: cut per side")
     factor: float = Field(
-        default=0.5, ge=0, le=1,
+        default=0.5,
+        ge=0,
+        le=1,
         description="regularized: new = factor*previous + (1-factor)*sample-weighted average",
     )
 
@@ -191,9 +203,11 @@ class JobSpec(WireModel):
     optimizer: Literal["adam", "sgd"] = "adam"
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     replication: ReplicationPolicy = Field(default_factory=ReplicationPolicy)
-    runtimes: list[Runtime] = Field(default_factory=lambda: ["process"], min_length=1, max_length=3)
+    runtimes: list[Runtime] = Field(default_factory=_default_runtimes, min_length=1, max_length=3)
     round_min_fraction: float = Field(
-        default=1.0, gt=0, le=1,
+        default=1.0,
+        gt=0,
+        le=1,
         description="after the round deadline, close the round once this fraction of its "
         "work units has a canonical result",
     )

@@ -1,0 +1,37 @@
+"""Scheduler daemons, one small module per concern (BOINC ``sched/`` style).
+
+Each daemon exposes ``async def run_once(session, now, *, <deps>) -> int`` that handles what
+is due at ``now``, commits its own work in small transactions and returns the number of items
+it handled. Daemons never call each other: they hand work on only through state columns
+(``WorkUnit.transition_time``, ``need_validate``, ``state``, ``canonical_result_id``).
+
+Errors: a permanent problem with one item (a job, a work unit, a result) marks that item
+failed/invalid with a reason and the run goes on; a transient one (the database is busy, a
+lost connection) is raised, the scheduler logs and records it, and the next run retries.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from work_server.db.models import DaemonRun
+
+#: Exceptions that mean "try again later" rather than "this item is broken".
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, DBAPIError)
+
+__all__ = ["TRANSIENT_ERRORS", "record_run"]
+
+
+async def record_run(
+    session: AsyncSession, name: str, now: float, error: str | None = None
+) -> None:
+    """Upsert the daemon's ``DaemonRun`` row (last run time and error) and commit."""
+    row = await session.get(DaemonRun, name, populate_existing=True)
+    if row is None:
+        session.add(DaemonRun(name=name, last_run=now, last_error=error))
+    else:
+        row.last_run = now
+        row.last_error = error
+        session.add(row)
+    await session.commit()

@@ -1,0 +1,3 @@
+from work_server.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""Handlers of the operator side: jobs, server status, health and metrics."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from work_server import keys
+from work_server.api.common import int_param, json_body, json_response
+from work_server.auth import check_operator
+from work_server.errors import NotFound
+from work_server.services import jobs
+from work_server.services.status import server_status
+from yadml_common.wire import API_PREFIX, JobList, JobSpec
+
+routes = web.RouteTableDef()
+
+
+def _operator(request: web.Request) -> None:
+    check_operator(request, request.app[keys.CONFIG].operator_token)
+
+
+@routes.post(f"{API_PREFIX}/jobs")
+async def submit_job(request: web.Request) -> web.Response:
+    _operator(request)
+    spec = await json_body(request, JobSpec)
+    async with request.app[keys.SESSIONMAKER]() as session:
+        job = await jobs.submit_job(
+            session,
+            spec,
+            max_running_jobs=request.app[keys.CONFIG].max_running_jobs,
+            now=time.time(),
+        )
+        status = await jobs.job_status(session, job)
+    return json_response(status, status=201)
+
+
+@routes.get(f"{API_PREFIX}/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    _operator(request)
+    async with request.app[keys.SESSIONMAKER]() as session:
+        items = [await jobs.job_status(session, j) for j in await jobs.list_jobs(session)]
+    return json_response(JobList(jobs=items))
+
+
+@routes.get(f"{API_PREFIX}/jobs/{{job_id}}")
+async def get_job(request: web.Request) -> web.Response:
+    _operator(request)
+    async with request.app[keys.SESSIONMAKER]() as session:
+        job = await jobs.get_job(session, int_param(request, "job_id"))
+        return json_response(await jobs.job_status(session, job))
+
+
+@routes.post(f"{API_PREFIX}/jobs/{{job_id}}/cancel")
+async def cancel_job(request: web.Request) -> web.Response:
+    _operator(request)
+    async with request.app[keys.SESSIONMAKER]() as session:
+        job = await jobs.cancel_job(session, int_param(request, "job_id"), time.time())
+        return json_response(await jobs.job_status(session, job))
+
+
+@routes.get(f"{API_PREFIX}/jobs/{{job_id}}/model")
+async def job_model(request: web.Request) -> web.StreamResponse:
+    _operator(request)
+    job_id = int_param(request, "job_id")
+    async with request.app[keys.SESSIONMAKER]() as session:
+        job = await jobs.get_job(session, job_id)
+    if job.state != "completed" or job.model_sha256 is None:
+        raise NotFound(f"job {job_id} has no final model (state {job.state})", code="no_model")
+    path = request.app[keys.BLOBS].path(job.model_sha256)
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="job-{job_id}-model.safetensors"',
+        },
+    )
+
+
+@routes.get(f"{API_PREFIX}/jobs/{{job_id}}/report/{{name}}")
+async def job_report_file(request: web.Request) -> web.StreamResponse:
+    _operator(request)
+    job_id = int_param(request, "job_id")
+    name = request.match_info["name"]
+    if name not in ("report.json", "accuracy.png", "confusion.png"):
+        raise NotFound("report files are report.json, accuracy.png and confusion.png")
+    path: Path = request.app[keys.CONFIG].runs_dir / str(job_id) / name
+    if not path.is_file():
+        raise NotFound(f"job {job_id} has no {name} yet")
+    return web.FileResponse(path)
+
+
+@routes.get(f"{API_PREFIX}/status")
+async def status(request: web.Request) -> web.Response:
+    config = request.app[keys.CONFIG]
+    async with request.app[keys.SESSIONMAKER]() as session:
+        result = await server_status(
+            session, now=time.time(), active_window_s=config.host_active_window_s
+        )
+    return json_response(result)
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    config = request.app[keys.CONFIG]
+    metrics = request.app[keys.METRICS]
+    async with request.app[keys.SESSIONMAKER]() as session:
+        metrics.observe_status(
+            await server_status(
+                session, now=time.time(), active_window_s=config.host_active_window_s
+            )
+        )
+    return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")

@@ -1,0 +1,169 @@
+"""Handlers of the volunteer side of the API: register, get work, download, upload, report."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from datetime import UTC, datetime
+
+from aiohttp import web
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from work_server import keys
+from work_server.api.common import int_param, json_body, json_response, read_limited
+from work_server.auth import bearer_token
+from work_server.blobs import SHA256_RE
+from work_server.db.models import Blob, Host
+from work_server.errors import BadRequest, NotFound
+from work_server.services import dispatch, hosts, uploads
+from work_server.services.hosts import authenticate_host
+from yadml_common.wire import (
+    API_PREFIX,
+    INPUT_SHARD,
+    INPUT_WEIGHTS,
+    FailureReport,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    HostRegisterRequest,
+    HostRegisterResponse,
+    TaskConfig,
+    UploadAccepted,
+    UploadSpec,
+    WorkInput,
+    WorkRequest,
+    WorkResponse,
+    WorkUnitAssignment,
+)
+
+routes = web.RouteTableDef()
+
+
+def _url(request: web.Request, path: str) -> str:
+    base = request.app[keys.CONFIG].public_url
+    return f"{base.rstrip('/')}{path}" if base else path
+
+
+async def _host(request: web.Request, session: AsyncSession) -> Host:
+    return await authenticate_host(session, bearer_token(request), time.time())
+
+
+@routes.post(f"{API_PREFIX}/hosts")
+async def register(request: web.Request) -> web.Response:
+    body = await json_body(request, HostRegisterRequest)
+    async with request.app[keys.SESSIONMAKER]() as session:
+        host, token = await hosts.register_host(session, body, time.time())
+    assert host.id is not None
+    return json_response(HostRegisterResponse(host_id=host.id, host_token=token), status=201)
+
+
+@routes.post(f"{API_PREFIX}/work")
+async def request_work(request: web.Request) -> web.Response:
+    config = request.app[keys.CONFIG]
+    body = await json_body(request, WorkRequest, allow_empty=True)
+    now = time.time()
+    async with request.app[keys.SESSIONMAKER]() as session:
+        host = await _host(request, session)
+        claimed = await dispatch.claim_work(
+            session, host, max_units=body.max_units, runtimes=body.runtimes, now=now
+        )
+    blobs = request.app[keys.BLOBS]
+    units = []
+    for c in claimed:
+        wu = c.workunit
+        inputs = [
+            WorkInput(
+                name=name,
+                sha256=sha,
+                size=blobs.size(sha),
+                url=_url(request, f"{API_PREFIX}/blobs/{sha}"),
+            )
+            for name, sha in ((INPUT_SHARD, wu.shard_sha256), (INPUT_WEIGHTS, wu.weights_sha256))
+        ]
+        units.append(
+            WorkUnitAssignment(
+                result_id=c.result_id,
+                workunit_id=wu.id or 0,
+                job_id=wu.job_id,
+                round=c.round_number,
+                deadline=datetime.fromtimestamp(c.deadline, tz=UTC),
+                runtime=c.runtime,
+                inputs=inputs,
+                task=TaskConfig.model_validate(wu.task),
+                upload=UploadSpec(
+                    url=_url(request, f"{API_PREFIX}/results/{c.result_id}"),
+                    max_bytes=wu.max_output_bytes,
+                ),
+            )
+        )
+    request.app[keys.METRICS].dispatched.inc(len(units))
+    return json_response(
+        WorkResponse(units=units, retry_after_s=0.0 if units else config.retry_after_s)
+    )
+
+
+@routes.get(f"{API_PREFIX}/blobs/{{sha256}}")
+async def get_blob(request: web.Request) -> web.StreamResponse:
+    sha = request.match_info["sha256"]
+    if not SHA256_RE.match(sha):
+        raise BadRequest("blob names are 64 lowercase hex digits (sha256)", code="bad_blob_name")
+    token = bearer_token(request)
+    config = request.app[keys.CONFIG]
+    async with request.app[keys.SESSIONMAKER]() as session:
+        if not hmac.compare_digest(token.encode(), config.operator_token.encode()):
+            await authenticate_host(session, token, time.time())
+        known = await session.get(Blob, sha)
+    path = request.app[keys.BLOBS].path(sha)
+    if known is None or not path.is_file():
+        raise NotFound(f"no blob {sha}")
+    etag = f'"{sha}"'
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers={"ETag": etag})
+    response = web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+    response.etag = sha  # content-addressed: the strong validator is the hash itself
+    response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+    return response
+
+
+@routes.put(f"{API_PREFIX}/results/{{result_id}}")
+async def upload_result(request: web.Request) -> web.Response:
+    result_id = int_param(request, "result_id")
+    app = request.app
+    async with app[keys.SESSIONMAKER]() as session:
+        host = await _host(request, session)
+        target = await uploads.prepare_upload(session, host, result_id)
+        body = await read_limited(request, target.workunit.max_output_bytes)
+        sha, duplicate, late = await uploads.accept_upload(
+            session,
+            target,
+            body,
+            blobs=app[keys.BLOBS],
+            specs=app[keys.WEIGHTS_SPECS],
+            now=time.time(),
+        )
+    if not duplicate:
+        app[keys.METRICS].uploaded.labels(str(late).lower()).inc()
+        app[keys.METRICS].upload_bytes.inc(len(body))
+    return json_response(
+        UploadAccepted(result_id=result_id, sha256=sha, duplicate=duplicate, late=late)
+    )
+
+
+@routes.post(f"{API_PREFIX}/results/{{result_id}}/failure")
+async def report_failure(request: web.Request) -> web.Response:
+    result_id = int_param(request, "result_id")
+    body = await json_body(request, FailureReport)
+    async with request.app[keys.SESSIONMAKER]() as session:
+        host = await _host(request, session)
+        recorded = await uploads.report_failure(session, host, result_id, body, time.time())
+    if recorded:
+        request.app[keys.METRICS].failures.labels(body.reason).inc()
+    return web.json_response({"result_id": result_id, "recorded": recorded})
+
+
+@routes.post(f"{API_PREFIX}/hosts/heartbeat")
+async def heartbeat(request: web.Request) -> web.Response:
+    body = await json_body(request, HeartbeatRequest, allow_empty=True)
+    async with request.app[keys.SESSIONMAKER]() as session:
+        host = await _host(request, session)
+        abort = await hosts.heartbeat(session, host, body, time.time())
+    return json_response(HeartbeatResponse(abort=abort))

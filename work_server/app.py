@@ -1,0 +1,82 @@
+"""The application factory: ``create_app(config)`` composes small ``setup_*`` functions,
+one ``cleanup_ctx`` generator per resource (database engine, scheduler daemons)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from work_server import keys
+from work_server.api import openapi, operator, volunteer
+from work_server.api.common import error_middleware
+from work_server.blobs import BlobStore
+from work_server.config import ServerConfig
+from work_server.db.engine import create_schema, make_engine, make_sessionmaker
+from work_server.metrics import ServerMetrics
+from work_server.services.uploads import WeightsSpecCache
+
+
+def setup_storage(app: web.Application) -> None:
+    config = app[keys.CONFIG]
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    config.runs_dir.mkdir(parents=True, exist_ok=True)
+    app[keys.BLOBS] = BlobStore(config.blobs_dir)
+    app[keys.WEIGHTS_SPECS] = WeightsSpecCache(app[keys.BLOBS])
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        engine = make_engine(config.db_url)
+        await create_schema(engine)
+        app[keys.ENGINE] = engine
+        app[keys.SESSIONMAKER] = make_sessionmaker(engine)
+        yield
+        await engine.dispose()
+
+    app.cleanup_ctx.append(database)
+
+
+def setup_daemons(app: web.Application) -> None:
+    config = app[keys.CONFIG]
+
+    async def daemons(app: web.Application) -> AsyncIterator[None]:
+        if not config.run_daemons:
+            app[keys.SCHEDULER] = None
+            yield
+            return
+        from work_server.daemons.scheduler import DaemonScheduler
+
+        scheduler = DaemonScheduler(
+            sessionmaker=app[keys.SESSIONMAKER],
+            intervals=config.intervals,
+            blobs=app[keys.BLOBS],
+            runs_dir=config.runs_dir,
+            data_dir=config.data_dir,
+            fashion_dir=config.fashion_dir,
+            blob_grace_s=config.blob_grace_s,
+        )
+        scheduler.start()
+        app[keys.SCHEDULER] = scheduler
+        yield
+        await scheduler.shutdown()
+
+    app.cleanup_ctx.append(daemons)
+
+
+def setup_metrics(app: web.Application) -> None:
+    app[keys.METRICS] = ServerMetrics()
+
+
+def setup_routes(app: web.Application) -> None:
+    app.add_routes(volunteer.routes)
+    app.add_routes(operator.routes)
+    app.add_routes(openapi.routes)
+
+
+def create_app(config: ServerConfig) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_request_bytes)
+    app[keys.CONFIG] = config
+    setup_metrics(app)
+    setup_storage(app)
+    setup_daemons(app)
+    setup_routes(app)
+    return app

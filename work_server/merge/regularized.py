@@ -1,0 +1,49 @@
+"""Regularised (server-momentum-like) averaging: move only part of the way to FedAvg.
+
+``new = factor * previous + (1 - factor) * sum_k n_k * w_k / sum_k n_k``
+
+``factor = 0`` is plain FedAvg, ``factor = 1`` keeps the previous weights unchanged.
+``previous`` must hold the same tensors as the updates. Non-floating tensors are copied
+from the update with the most samples, as in every policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import torch
+
+from work_server.merge.base import MergePolicy, Update, validate_updates
+from work_server.merge.simple_average import weighted_average
+
+__all__ = ["Regularized", "blend"]
+
+
+def blend(previous: torch.Tensor, average: torch.Tensor, factor: float) -> torch.Tensor:
+    """``factor * previous + (1 - factor) * average`` computed in float64, in ``average``'s dtype."""
+    if not 0 <= factor <= 1:
+        raise ValueError(f"factor must be in [0, 1], got {factor}")
+    mixed = factor * previous.to(torch.float64) + (1 - factor) * average.to(torch.float64)
+    return mixed.to(average.dtype)
+
+
+class Regularized(MergePolicy):
+    name: ClassVar[str] = "regularized"
+
+    def __init__(self, factor: float = 0.5) -> None:
+        if not 0 <= factor <= 1:
+            raise ValueError(f"factor must be in [0, 1], got {factor}")
+        self.factor = factor
+
+    def merge(
+        self, updates: Sequence[Update], previous: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        if not previous:
+            raise ValueError("regularized merge needs the previous weights")
+        validate_updates(updates, previous)
+        average = weighted_average(updates, previous)
+        return {
+            name: blend(previous[name].detach(), avg, self.factor) if avg.is_floating_point() else avg
+            for name, avg in average.items()
+        }

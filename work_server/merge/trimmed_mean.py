@@ -1,0 +1,49 @@
+"""Coordinate-wise trimmed mean (Yin et al. 2018).
+
+For K updates and ``trim_ratio`` r (0 <= r < 0.5), every coordinate drops its
+``floor(r * K)`` smallest and ``floor(r * K)`` largest values and averages the rest
+(at least one value always remains). Sample counts are ignored: every update has one vote.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import torch
+
+from work_server.merge.base import MergePolicy, Update, combine
+
+__all__ = ["TrimmedMean", "coordinate_trimmed_mean"]
+
+
+def coordinate_trimmed_mean(stacked: torch.Tensor, trim_ratio: float) -> torch.Tensor:
+    """Trimmed mean over dim 0 of ``stacked`` ``[K, ...]``."""
+    if not 0 <= trim_ratio < 0.5:
+        raise ValueError(f"trim_ratio must be in [0, 0.5), got {trim_ratio}")
+    k = stacked.shape[0]
+    if k == 0:
+        raise ValueError("no tensors")
+    cut = math.floor(trim_ratio * k)
+    if cut == 0:
+        return stacked.mean(dim=0)
+    ordered = torch.sort(stacked, dim=0).values
+    return ordered[cut : k - cut].mean(dim=0)
+
+
+class TrimmedMean(MergePolicy):
+    name: ClassVar[str] = "trimmed_mean"
+
+    def __init__(self, trim_ratio: float = 0.1) -> None:
+        if not 0 <= trim_ratio < 0.5:
+            raise ValueError(f"trim_ratio must be in [0, 0.5), got {trim_ratio}")
+        self.trim_ratio = trim_ratio
+
+    def merge(
+        self, updates: Sequence[Update], previous: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        ratio = self.trim_ratio
+        return combine(
+            updates, previous, lambda stacked, _samples: coordinate_trimmed_mean(stacked, ratio)
+        )

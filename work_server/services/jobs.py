@@ -1,0 +1,125 @@
+"""Operator-side job management: submit, list, inspect, cancel."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from work_server.db.models import Job, JobState, Round
+from work_server.errors import Conflict, NotFound, Unprocessable
+from yadml_common.wire import JobSpec, JobStatus, RoundMetrics
+
+ACTIVE_JOB_STATES = (JobState.pending, JobState.running)
+FINISHED_JOB_STATES = (JobState.completed, JobState.failed, JobState.cancelled)
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
+
+
+def check_spec(spec: JobSpec) -> None:
+    rep = spec.replication
+    if rep.target_nresults < rep.min_quorum:
+        raise Unprocessable("replication.target_nresults must be >= min_quorum")
+    if rep.max_total_results < rep.target_nresults:
+        raise Unprocessable("replication.max_total_results must be >= target_nresults")
+
+
+async def submit_job(
+    session: AsyncSession, spec: JobSpec, *, max_running_jobs: int, now: float
+) -> Job:
+    check_spec(spec)
+    running = (
+        await session.exec(
+            select(func.count()).select_from(Job).where(col(Job.state).in_(ACTIVE_JOB_STATES))
+        )
+    ).one()
+    if running >= max_running_jobs:
+        raise Conflict(
+            f"{running} job(s) already running; the limit is {max_running_jobs} "
+            "(raise it with --max-running-jobs)",
+            code="job_limit",
+        )
+    job = Job(spec=spec.model_dump(mode="json"), created_at=now)
+    session.add(job)
+    await session.commit()
+    await session.refresh(job)
+    return job
+
+
+async def get_job(session: AsyncSession, job_id: int) -> Job:
+    job = await session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+async def job_status(session: AsyncSession, job: Job) -> JobStatus:
+    rounds = (
+        await session.exec(
+            select(Round)
+            .where(Round.job_id == job.id, col(Round.metrics).is_not(None))
+            .order_by(col(Round.number))
+        )
+    ).all()
+    metrics = [
+        RoundMetrics(
+            round=r.number,
+            results_success=r.results_success,
+            results_error=r.results_error,
+            results_no_reply=r.results_no_reply,
+            duration_s=(r.closed_at or r.started_at) - r.started_at,
+            **{k: float(v) for k, v in (r.metrics or {}).items() if k in _METRIC_KEYS},
+        )
+        for r in rounds
+    ]
+    assert job.id is not None
+    return JobStatus(
+        id=job.id,
+        state=job.state,
+        spec=JobSpec.model_validate(job.spec),
+        current_round=job.current_round,
+        rounds=metrics,
+        created_at=datetime.fromtimestamp(job.created_at, tz=UTC),
+        started_at=_dt(job.started_at),
+        finished_at=_dt(job.finished_at),
+        error=job.error,
+        model_sha256=job.model_sha256 if job.state == JobState.completed else None,
+        report_path=job.report_path,
+    )
+
+
+_METRIC_KEYS = {
+    "accuracy",
+    "loss",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "roc_auc_macro",
+    "average_precision_macro",
+}
+
+
+async def list_jobs(session: AsyncSession, limit: int = 100) -> list[Job]:
+    return list((await session.exec(select(Job).order_by(col(Job.id).desc()).limit(limit))).all())
+
+
+async def cancel_job(session: AsyncSession, job_id: int, now: float) -> Job:
+    """Mark the job cancelled; the aggregator then retires its work (state columns only)."""
+    job = await get_job(session, job_id)
+    if job.state in FINISHED_JOB_STATES:
+        raise Conflict(f"job {job_id} is already {job.state}", code="job_finished")
+    res = await session.exec(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.state).in_(ACTIVE_JOB_STATES))
+        .values(state=JobState.cancelled, finished_at=now)
+    )
+    if res.rowcount != 1:
+        await session.rollback()
+        raise Conflict(f"job {job_id} finished meanwhile", code="job_finished")
+    await session.commit()
+    await session.refresh(job)
+    return job
