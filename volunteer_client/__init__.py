@@ -3,34 +3,69 @@
 Public surface: :class:`ServerAPI` (the HTTP API), :class:`StateDir` (local state),
 :class:`Daemon` (the work loop), the executors and the exception hierarchy of
 :mod:`volunteer_client.errors`. The command line is ``yadml-client`` (:mod:`.cli`).
+
+The names are imported lazily: ``python -m volunteer_client.trainer`` imports this
+package inside executors (and container images) that need not have the daemon's
+dependencies (httpx), so importing the package itself must stay free of them.
 """
 
 from __future__ import annotations
 
-from .api import ServerAPI
-from .daemon import Backoff, Daemon
-from .errors import (
-    ExecutionFailed,
-    Forbidden,
-    IntegrityError,
-    NotAttached,
-    PermanentError,
-    ProtocolError,
-    Rejected,
-    StateError,
-    StateLocked,
-    TransientError,
-    Unauthorized,
-    YadmlClientError,
-)
-from .executors import (
-    ExecutionRequest,
-    ExecutionResult,
-    Executor,
-    ProcessExecutor,
-    get_executor,
-)
-from .state import Attachment, StateDir, UnitRecord, default_state_dir
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .api import ServerAPI
+    from .daemon import Backoff, Daemon
+    from .errors import (
+        ExecutionFailed,
+        Forbidden,
+        IntegrityError,
+        NotAttached,
+        PermanentError,
+        ProtocolError,
+        Rejected,
+        StateError,
+        StateLocked,
+        TransientError,
+        Unauthorized,
+        YadmlClientError,
+    )
+    from .executors import (
+        ExecutionRequest,
+        ExecutionResult,
+        Executor,
+        ProcessExecutor,
+        get_executor,
+    )
+    from .state import Attachment, StateDir, UnitRecord, default_state_dir
+
+_EXPORTS = {
+    "ServerAPI": "api",
+    "Backoff": "daemon",
+    "Daemon": "daemon",
+    "ExecutionFailed": "errors",
+    "Forbidden": "errors",
+    "IntegrityError": "errors",
+    "NotAttached": "errors",
+    "PermanentError": "errors",
+    "ProtocolError": "errors",
+    "Rejected": "errors",
+    "StateError": "errors",
+    "StateLocked": "errors",
+    "TransientError": "errors",
+    "Unauthorized": "errors",
+    "YadmlClientError": "errors",
+    "ExecutionRequest": "executors",
+    "ExecutionResult": "executors",
+    "Executor": "executors",
+    "ProcessExecutor": "executors",
+    "get_executor": "executors",
+    "Attachment": "state",
+    "StateDir": "state",
+    "UnitRecord": "state",
+    "default_state_dir": "state",
+}
 
 __all__ = [
     "Attachment",
@@ -58,3 +93,16 @@ __all__ = [
     "default_state_dir",
     "get_executor",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -119,7 +119,7 @@ class ServerAPI:
     # ------------------------------------------------------------------ plumbing
 
     def _url(self, url: str) -> httpx.URL:
-        """An absolute URL, or one relative to the server URL (``/api/v1/...`` or ``api/v1/...``)."""
+        """An absolute URL, or one relative to the server URL (``/api/v1/...``)."""
         parsed = httpx.URL(url)
         if parsed.is_absolute_url:
             return parsed
@@ -148,9 +148,7 @@ class ServerAPI:
             error = response.reason_phrase or "error"
             detail = body[:512].decode("utf-8", "replace")
         if status == 429 or status >= 500:
-            raise TransientError(
-                f"HTTP {status} {error}: {detail}", retry_after=retry_after
-            )
+            raise TransientError(f"HTTP {status} {error}: {detail}", retry_after=retry_after)
         if status == 401:
             raise Unauthorized(status, error, detail)
         if status == 403:
@@ -243,9 +241,7 @@ class ServerAPI:
                             digest.update(chunk)
                             out.write(chunk)
                 except httpx.TransportError as exc:
-                    raise TransientError(
-                        f"GET {target}: {type(exc).__name__}: {exc}"
-                    ) from exc
+                    raise TransientError(f"GET {target}: {type(exc).__name__}: {exc}") from exc
                 out.flush()
                 os.fsync(out.fileno())
             actual = digest.hexdigest()

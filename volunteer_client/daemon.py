@@ -232,10 +232,8 @@ class Daemon:
         try:
             response = await self.api.request_work(free, self.runtimes)
         except TransientError as exc:
-            if exc.retry_after is not None:
-                delay = exc.retry_after
-            else:
-                delay = self.backoff.next_delay()
+            retry_after = exc.retry_after
+            delay = retry_after if retry_after is not None else self.backoff.next_delay()
             log.warning("work request failed (%s); retrying in %.1f s", exc, delay)
             return delay
         self.backoff.reset()
@@ -256,9 +254,7 @@ class Daemon:
     # ------------------------------------------------------------------ task bookkeeping
 
     def _new_backoff(self) -> Backoff:
-        return Backoff(
-            base_s=self.backoff_base_s, cap_s=self.backoff_max_s, random_fn=self._random
-        )
+        return Backoff(base_s=self.backoff_base_s, cap_s=self.backoff_max_s, random_fn=self._random)
 
     def _resume_leftovers(self) -> None:
         for record in self.state.units.load_all():
@@ -533,7 +529,7 @@ class Daemon:
                 accepted = await self.api.upload_result(rid, output, url=upload.url)
             except TransientError as exc:
                 if self._clock() >= _deadline(record.assignment):
-                    log.warning("unit %d: upload still failing at the deadline (%s); dropped", rid, exc)
+                    log.warning("unit %d: upload failing at the deadline (%s); dropped", rid, exc)
                     self._finish(record)
                     return
                 delay = exc.retry_after if exc.retry_after is not None else backoff.next_delay()
@@ -560,7 +556,8 @@ class Daemon:
             return
 
     async def _fail(self, record: UnitRecord, reason: FailureReason, detail: str) -> None:
-        record = self._set(record, "reporting", PendingFailure(reason=reason, detail=detail[-16384:]))
+        failure = PendingFailure(reason=reason, detail=detail[-16384:])
+        record = self._set(record, "reporting", failure)
         await self._report(record)
 
     async def _report(self, record: UnitRecord) -> None:
@@ -572,7 +569,7 @@ class Daemon:
                 await self.api.report_failure(rid, record.failure.reason, record.failure.detail)
             except TransientError as exc:
                 if self._clock() >= _deadline(record.assignment):
-                    log.warning("unit %d: failure report still failing at the deadline; dropped", rid)
+                    log.warning("unit %d: failure report failing at the deadline; dropped", rid)
                     self._finish(record)
                     return
                 delay = exc.retry_after if exc.retry_after is not None else backoff.next_delay()

@@ -98,6 +98,10 @@ class _LocalModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _default_runtimes() -> list[Runtime]:
+    return ["process"]
+
+
 class Attachment(_LocalModel):
     """Which server this client works for, and its credentials there."""
 
@@ -105,7 +109,7 @@ class Attachment(_LocalModel):
     host_id: int
     host_token: str
     name: str
-    runtimes: list[Runtime] = Field(default_factory=lambda: ["process"])
+    runtimes: list[Runtime] = Field(default_factory=_default_runtimes)
 
 
 class PendingFailure(_LocalModel):

@@ -28,6 +28,7 @@ from typing import Any, get_args
 
 import httpx
 import pydantic
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -522,12 +523,26 @@ def format_round(m: RoundMetrics, rounds: int) -> str:
     )
 
 
-def metrics_table(rounds: Sequence[RoundMetrics]) -> Table:
-    table = Table(title="per-round metrics (test set)")
-    for name in ("round", "accuracy", "loss", "precision", "recall", "F1", "ROC AUC", "AP"):
-        table.add_column(name, justify="right")
-    table.add_column("results ok/err/no-reply", justify="right")
-    table.add_column("seconds", justify="right")
+FULL_HEADERS = (
+    "round", "accuracy", "loss", "precision", "recall", "F1", "ROC AUC", "AP",
+    "results ok/err/no-reply", "seconds",
+)  # fmt: skip
+COMPACT_HEADERS = (
+    "round", "acc", "loss", "prec", "recall", "F1", "ROC AUC", "AP", "ok/err/no-reply", "s",
+)  # fmt: skip
+
+
+def metrics_table(rounds: Sequence[RoundMetrics], *, compact: bool = False) -> Table:
+    """Per-round metrics; ``compact`` abbreviates the headers to fit 80 columns."""
+    table = Table(
+        title="per-round metrics (test set)",
+        box=box.SIMPLE_HEAVY,
+        padding=(0, 0, 0, 1),
+        show_edge=False,
+        pad_edge=False,
+    )
+    for name in COMPACT_HEADERS if compact else FULL_HEADERS:
+        table.add_column(name, justify="right", no_wrap=True)
     for m in rounds:
         table.add_row(
             str(m.round),
@@ -664,7 +679,7 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
         demo.stop()
 
     if job.rounds:
-        console.print(metrics_table(job.rounds))
+        console.print(metrics_table(job.rounds, compact=console.width < 110))
     console.print(f"job {job.id}: [bold]{job.state}[/]")
     if job.error:
         console.print(f"[red]error: {escape(job.error)}[/]")
@@ -696,6 +711,8 @@ def _sigterm_as_exception() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=120)  # logs and pipes: do not wrap at 80 columns
     try:
         with _sigterm_as_exception():
             return run_demo(opts, console)

@@ -14,6 +14,9 @@ from work_server.metrics import ServerMetrics
 from work_server.services.uploads import WeightsSpecCache
 
 if TYPE_CHECKING:
+    from work_server.daemons.scheduler import DaemonScheduler
+
+if TYPE_CHECKING:
     pass
 
 CONFIG = web.AppKey("config", ServerConfig)
@@ -21,5 +24,5 @@ ENGINE = web.AppKey("engine", AsyncEngine)
 SESSIONMAKER = web.AppKey("sessionmaker", async_sessionmaker[AsyncSession])
 BLOBS = web.AppKey("blobs", BlobStore)
 METRICS = web.AppKey("metrics", ServerMetrics)
-SCHEDULER = web.AppKey["DaemonScheduler | None"]("scheduler")
+SCHEDULER: web.AppKey[DaemonScheduler | None] = web.AppKey("scheduler")
 WEIGHTS_SPECS = web.AppKey("weights_specs", WeightsSpecCache)

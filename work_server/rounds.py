@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.blobs import BlobStore
@@ -47,6 +49,10 @@ INFO_CONFUSION = "confusion_matrix"  # latest evaluation (the aggregator keeps i
 
 class JobStartError(Exception):
     """A permanent problem with a job's data (empty shard, unknown dataset...)."""
+
+
+class JobNotPending(Exception):
+    """The job left ``pending`` (was cancelled) while its data was being prepared."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +145,8 @@ async def start_job(
     """Build a pending job's shards and initial weights, mark it running, create round 1.
 
     Raises ``JobStartError``/``ValueError``/``OSError`` for permanent problems with the job's
-    data; the caller marks the job failed. Does not commit.
+    data (the caller marks the job failed) and ``JobNotPending`` when the job was cancelled
+    meanwhile (the caller rolls back). Does not commit.
     """
     spec = JobSpec.model_validate(job.spec)
     prep = await asyncio.to_thread(_prepare, spec, blobs, data_dir, fashion_dir)
@@ -161,12 +168,22 @@ async def start_job(
             INFO_INITIAL_WEIGHTS: prep.weights_sha256,
         }
     )
-    job.info = info
-    job.state = JobState.running
-    job.started_at = now
-    job.error = None
-    job.model_sha256 = prep.weights_sha256
-    session.add(job)
+    # conditional: the API may have cancelled the job while its data was being prepared
+    changed = await session.exec(
+        update(Job)
+        .where(col(Job.id) == job.id, col(Job.state) == JobState.pending)
+        .values(
+            state=JobState.running,
+            started_at=now,
+            error=None,
+            info=info,
+            model_sha256=prep.weights_sha256,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if changed.rowcount != 1:
+        raise JobNotPending(f"job {job.id} is no longer pending")
+    await session.refresh(job)
     await create_round(session, job, 1, prep.weights_sha256, now)
 
 

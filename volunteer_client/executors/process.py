@@ -183,10 +183,8 @@ class ProcessExecutor(Executor):
     async def _kill_group(self, proc: asyncio.subprocess.Process) -> None:
         """SIGTERM the child's process group, SIGKILL it after the grace period."""
         self._signal_group(proc.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), timeout=self.kill_grace_s)
-        except TimeoutError:
-            pass
         # Whatever is left of the group (the child or its children) goes now.
         self._signal_group(proc.pid, signal.SIGKILL)
         await proc.wait()

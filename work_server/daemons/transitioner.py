@@ -24,8 +24,8 @@ by the API is never overwritten: at worst the work unit is looked at again on th
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
-from sqlmodel import col
+from sqlalchemy import func, update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.daemons import record_run

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 import torch
 from safetensors.torch import load as load_safetensors
-from sqlalchemy import select, update
-from sqlmodel import col
+from sqlalchemy import update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.blobs import BlobStore
@@ -214,9 +214,7 @@ async def validate(session: AsyncSession, wu_id: int, now: float, *, blobs: Blob
     if wu is None:
         return
     active = wu.state == WorkUnitState.active
-    states = (
-        [ValidateState.init, ValidateState.inconclusive] if active else [ValidateState.init]
-    )
+    states = [ValidateState.init, ValidateState.inconclusive] if active else [ValidateState.init]
     rows = (
         await session.exec(
             select(Result.id, Result.output_sha256)
@@ -247,17 +245,24 @@ async def validate(session: AsyncSession, wu_id: int, now: float, *, blobs: Blob
         else _Verdicts(bad={}, valid=[], invalid=[], inconclusive=[], too_late=[])
     )
     hosts = dict(
-        (await session.exec(select(Result.id, Result.host_id).where(
-            col(Result.workunit_id) == wu_id
-        ))).all()
+        (
+            await session.exec(
+                select(Result.id, Result.host_id).where(col(Result.workunit_id) == wu_id)
+            )
+        ).all()
     )
     credit = wu.num_samples * int(wu.task.get("local_epochs", 1)) * CREDIT_PER_SAMPLE_EPOCH
 
     for rid, reason in verdicts.bad.items():
         log.info("result %s of work unit %s invalid: %s", rid, wu_id, reason)
         changed = await _set_result(
-            session, rid, states, validate_state=ValidateState.invalid,
-            outcome=Outcome.validate_error, error_reason="validate_error", error_detail=reason,
+            session,
+            rid,
+            states,
+            validate_state=ValidateState.invalid,
+            outcome=Outcome.validate_error,
+            error_reason="validate_error",
+            error_detail=reason,
         )
         if changed:
             await _host_invalid(session, hosts.get(rid))
@@ -285,13 +290,13 @@ async def validate(session: AsyncSession, wu_id: int, now: float, *, blobs: Blob
         values["target_nresults"] = min(
             wu.max_total_results, max(wu.target_nresults, len(verdicts.inconclusive) + 1)
         )
-    changed = await session.exec(
+    wu_changed = await session.exec(
         update(WorkUnit)
         .where(*conditions)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    if changed.rowcount == 0 and len(conditions) > 1:
+    if wu_changed.rowcount == 0 and len(conditions) > 1:
         # the work unit was finished meanwhile: just hand it back to the transitioner
         await session.exec(
             update(WorkUnit)

@@ -1,0 +1,237 @@
+"""``yadml-client``: attach to a work server, run the daemon, show or drop the state.
+
+::
+
+    yadml-client [--state-dir DIR] attach URL [--name NAME] [--runtimes process,docker]
+    yadml-client [--state-dir DIR] run [--executor process] [--max-concurrent 1] [--threads N]
+                                       [--once] [--heartbeat-s 30] [--backoff-max-s 60]
+                                       [--log-level INFO]
+    yadml-client [--state-dir DIR] status
+    yadml-client [--state-dir DIR] detach
+
+Exit status: 0 ok, 1 error (message on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
+
+from yadml_common.wire import RUNTIMES, HostRegisterRequest, Runtime
+
+from .api import ServerAPI
+from .daemon import Daemon
+from .errors import YadmlClientError
+from .executors import get_executor
+from .state import Attachment, StateDir, default_state_dir
+
+__all__ = ["build_parser", "detect_host", "main"]
+
+log = logging.getLogger("volunteer_client")
+
+
+def _runtimes(value: str) -> list[Runtime]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [n for n in names if n not in RUNTIMES]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"runtimes must be a comma-separated subset of {','.join(RUNTIMES)}"
+        )
+    return [cast(Runtime, n) for n in dict.fromkeys(names)]
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="yadml-client", description="YADML volunteer client: train work units for a server."
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="state directory (default: $YADML_CLIENT_STATE_DIR or ~/.local/state/yadml-client)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    attach = sub.add_parser("attach", help="register this computer with a work server")
+    attach.add_argument("url", help="server URL, e.g. http://127.0.0.1:8080")
+    attach.add_argument("--name", default=None, help="host name shown to the server")
+    attach.add_argument(
+        "--runtimes", type=_runtimes, default=["process"], help="e.g. process,docker"
+    )
+
+    run = sub.add_parser("run", help="work for the attached server")
+    run.add_argument("--executor", default="process", help="executor (default: process)")
+    run.add_argument("--max-concurrent", type=_positive_int, default=1)
+    run.add_argument("--threads", type=_positive_int, default=None, help="threads per unit")
+    run.add_argument("--once", action="store_true", help="one pass, then exit")
+    run.add_argument("--heartbeat-s", type=_positive_float, default=30.0)
+    run.add_argument("--backoff-max-s", type=_positive_float, default=60.0)
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    sub.add_parser("status", help="show the attachment, the cache and units in flight")
+    sub.add_parser("detach", help="forget the server, its token and units in flight")
+    return parser
+
+
+def detect_host(name: str | None, runtimes: Sequence[Runtime]) -> HostRegisterRequest:
+    """What the client tells the server about this computer."""
+    memory_mb = 1024
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
+    return HostRegisterRequest(
+        name=(name or socket.gethostname() or "volunteer")[:128],
+        os=(platform.system() or "unknown")[:128],
+        arch=(platform.machine() or "unknown")[:128],
+        cpus=max(1, min(4096, os.cpu_count() or 1)),
+        memory_mb=max(64, min(16 * 1024 * 1024, memory_mb)),
+        runtimes=list(runtimes),
+    )
+
+
+async def _attach(state: StateDir, url: str, name: str | None, runtimes: list[Runtime]) -> int:
+    with state.lock():
+        existing = state.load_attachment()
+        if existing is not None:
+            print(
+                f"already attached to {existing.server_url} as host {existing.host_id}; "
+                "run 'yadml-client detach' first",
+                file=sys.stderr,
+            )
+            return 1
+        request = detect_host(name, runtimes)
+        async with ServerAPI(base_url=url) as api:
+            response = await api.register(request)
+        state.save_attachment(
+            Attachment(
+                server_url=url,
+                host_id=response.host_id,
+                host_token=response.host_token,
+                name=request.name,
+                runtimes=list(runtimes),
+            )
+        )
+    print(f"attached to {url} as host {response.host_id} ({request.name})")
+    return 0
+
+
+async def _run(state: StateDir, args: argparse.Namespace) -> int:
+    with state.lock():
+        attachment = state.require_attachment()
+        executor = get_executor(args.executor)
+        if executor.runtime not in attachment.runtimes:
+            log.warning(
+                "executor %s is not among the attached runtimes %s",
+                executor.runtime,
+                attachment.runtimes,
+            )
+        async with ServerAPI(base_url=attachment.server_url, token=attachment.host_token) as api:
+            daemon = Daemon(
+                api=api,
+                state=state,
+                executor=executor,
+                max_concurrent=args.max_concurrent,
+                threads=args.threads,
+                heartbeat_s=args.heartbeat_s,
+                backoff_max_s=args.backoff_max_s,
+            )
+            log.info(
+                "host %d working for %s (executor %s, %d at a time)",
+                attachment.host_id,
+                attachment.server_url,
+                args.executor,
+                args.max_concurrent,
+            )
+            if args.once:
+                count = await daemon.run_once()
+                log.info("done: %d unit(s)", count)
+                return 0
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            try:
+                await daemon.run_forever(stop)
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+    return 0
+
+
+def _status(state: StateDir) -> int:
+    attachment = state.load_attachment()
+    if attachment is None:
+        print(f"state dir: {state.root} (not attached)")
+    else:
+        print(f"state dir: {state.root}")
+        print(f"server:    {attachment.server_url}")
+        print(f"host:      {attachment.host_id} ({attachment.name})")
+        print(f"runtimes:  {','.join(attachment.runtimes)}")
+    print(f"cache:     {state.cache.total_bytes()} bytes in {len(state.cache.entries())} blob(s)")
+    records = state.units.load_all() if state.units.root.is_dir() else []
+    print(f"units:     {len(records)} in flight")
+    for record in records:
+        a = record.assignment
+        print(
+            f"  result {a.result_id}: {record.status} (job {a.job_id} round {a.round}, "
+            f"deadline {a.deadline.isoformat()})"
+        )
+    return 0
+
+
+def _detach(state: StateDir) -> int:
+    with state.lock():
+        attachment = state.load_attachment()
+        if attachment is None:
+            print("not attached", file=sys.stderr)
+            return 1
+        for record in state.units.load_all():
+            state.units.remove(record.result_id)
+        state.remove_attachment()
+    print(f"detached from {attachment.server_url} (host {attachment.host_id})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    state = StateDir(args.state_dir if args.state_dir is not None else default_state_dir())
+    try:
+        if args.command == "attach":
+            return asyncio.run(_attach(state, args.url, args.name, args.runtimes))
+        if args.command == "run":
+            return asyncio.run(_run(state, args))
+        if args.command == "status":
+            return _status(state)
+        return _detach(state)
+    except (YadmlClientError, ValueError) as exc:
+        print(f"yadml-client: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

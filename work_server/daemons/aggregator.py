@@ -1,0 +1,462 @@
+"""Aggregator: starts jobs, closes rounds (merge + evaluate), finishes jobs; the
+federated-learning part of the scheduler. BOINC's closest relative is the assimilator.
+
+One run, in this order, each item in its own transaction:
+
+1. **cancelled jobs** (the API only sets ``Job.state``): running rounds -> ``cancelled``,
+   active work units -> ``cancelled``, unsent/in-progress results -> ``over/didnt_need``.
+2. **pending jobs**: ``work_server.rounds.start_job`` (shards, initial weights, round 1).
+   A permanent problem (dataset missing, bad split) marks the job ``failed`` with the reason.
+3. **running rounds** of running jobs close when every work unit is final (``done``/``failed``)
+   with at least one ``done``, or when ``now >= round.deadline`` and the fraction of ``done``
+   work units is at least ``round_min_fraction``. Closing: active work units -> ``cancelled``
+   and their unsent/in-progress results -> ``over/didnt_need``; the canonical results are
+   merged with the job's merge policy (``num_samples`` from the work unit) and evaluated on
+   the test split; the round gets its metrics and result counts (``results_success``,
+   ``results_error`` = client + validate errors, ``results_no_reply``); then the next round is
+   created from the new weights or the job completes (``model_sha256`` = final weights, also
+   recorded as blob kind ``model``). A round whose work units all failed fails the job.
+   The report (``runs_dir/<job id>/report.json`` + plots) is rewritten after every round.
+
+Merging and evaluating run in a worker thread; the database is written only afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from work_server.blobs import BlobStore
+from work_server.daemons import TRANSIENT_ERRORS, record_run
+from work_server.db.models import (
+    Job,
+    JobState,
+    Outcome,
+    Result,
+    Round,
+    RoundState,
+    ServerState,
+    WorkUnit,
+    WorkUnitState,
+)
+from work_server.merge import Update, get_policy
+from work_server.ml.evaluate import Evaluation, evaluate
+from work_server.ml.shards import decode_shard, decode_weights, encode_weights
+from work_server.report import write_report
+from work_server.rounds import (
+    INFO_CONFUSION,
+    INFO_NUM_CLASSES,
+    INFO_TEST_SHA256,
+    JobNotPending,
+    create_round,
+    ensure_blob_row,
+    start_job,
+)
+from yadml_common.wire import JobSpec, RoundMetrics
+
+NAME = "aggregator"
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.json"
+_ERROR_OUTCOMES = (Outcome.client_error, Outcome.validate_error)
+#: the evaluation metrics of a round (RoundMetrics without round/counts/duration)
+METRIC_KEYS = (
+    "accuracy",
+    "loss",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "roc_auc_macro",
+    "average_precision_macro",
+)
+
+
+@dataclass(frozen=True)
+class _Merged:
+    weights: bytes
+    evaluation: Evaluation
+
+
+async def run_once(
+    session: AsyncSession,
+    now: float,
+    *,
+    blobs: BlobStore,
+    runs_dir: Path,
+    data_dir: Path | None = None,
+    fashion_dir: Path | None = None,
+) -> int:
+    """One aggregator pass (see module docstring). Returns jobs started + rounds closed +
+    cancelled jobs cleaned up."""
+    problems: list[str] = []
+    handled = await _retire_cancelled(session, now)
+    handled += await _start_pending(
+        session, now, blobs=blobs, data_dir=data_dir, fashion_dir=fashion_dir
+    )
+    round_ids = (
+        await session.exec(
+            select(Round.id)
+            .join(Job, col(Job.id) == col(Round.job_id))
+            .where(col(Round.state) == RoundState.running, col(Job.state) == JobState.running)
+            .order_by(col(Round.id))
+        )
+    ).all()
+    for round_id in round_ids:
+        if round_id is None:
+            continue
+        job_id = await _maybe_close_round(session, round_id, now, blobs=blobs)
+        if job_id is not None:
+            handled += 1
+            problem = await _write_report(session, job_id, now, runs_dir=runs_dir)
+            if problem:
+                problems.append(problem)
+    await record_run(session, NAME, now, error="; ".join(problems) or None)
+    return handled
+
+
+# ----------------------------------------------------------------------------- cancelled
+
+
+async def _retire_cancelled(session: AsyncSession, now: float) -> int:
+    job_ids = (
+        await session.exec(
+            select(Round.job_id)
+            .join(Job, col(Job.id) == col(Round.job_id))
+            .where(col(Job.state) == JobState.cancelled, col(Round.state) == RoundState.running)
+            .distinct()
+        )
+    ).all()
+    for job_id in job_ids:
+        await retire_job_work(session, job_id, now, RoundState.cancelled)
+        await session.exec(
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.finished_at).is_(None))
+            .values(finished_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        await session.commit()
+        log.info("job %s cancelled: its work retired", job_id)
+    return len(job_ids)
+
+
+async def retire_job_work(
+    session: AsyncSession, job_id: int, now: float, round_state: RoundState
+) -> None:
+    """Running rounds of a job -> ``round_state``; active work units -> cancelled; their
+    unsent/in-progress results (and a cancelled job's others) -> over/didnt_need. No commit."""
+    await session.exec(
+        update(Round)
+        .where(col(Round.job_id) == job_id, col(Round.state) == RoundState.running)
+        .values(state=round_state, closed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.exec(
+        update(WorkUnit)
+        .where(col(WorkUnit.job_id) == job_id, col(WorkUnit.state) == WorkUnitState.active)
+        .values(state=WorkUnitState.cancelled, need_validate=False, transition_time=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.exec(
+        update(Result)
+        .where(
+            col(Result.workunit_id).in_(select(WorkUnit.id).where(col(WorkUnit.job_id) == job_id)),
+            col(Result.server_state).in_([ServerState.unsent, ServerState.in_progress]),
+        )
+        .values(server_state=ServerState.over, outcome=Outcome.didnt_need)
+        .execution_options(synchronize_session=False)
+    )
+
+
+# ----------------------------------------------------------------------------- pending
+
+
+async def _start_pending(
+    session: AsyncSession,
+    now: float,
+    *,
+    blobs: BlobStore,
+    data_dir: Path | None,
+    fashion_dir: Path | None,
+) -> int:
+    job_ids = (
+        await session.exec(
+            select(Job.id).where(col(Job.state) == JobState.pending).order_by(col(Job.id))
+        )
+    ).all()
+    started = 0
+    for job_id in job_ids:
+        if job_id is None:
+            continue
+        job = await session.get(Job, job_id, populate_existing=True)
+        if job is None or job.state != JobState.pending:
+            continue
+        try:
+            await start_job(
+                session, job, now, blobs=blobs, data_dir=data_dir, fashion_dir=fashion_dir
+            )
+            await session.commit()
+        except TRANSIENT_ERRORS:
+            await session.rollback()
+            raise
+        except JobNotPending:
+            await session.rollback()  # cancelled while its data was being prepared
+            continue
+        except Exception as exc:  # a permanent problem with this job's data or spec
+            await session.rollback()
+            log.warning("job %s failed to start: %s", job_id, exc)
+            await _fail_job(session, job_id, now, f"start failed: {exc}")
+            await session.commit()
+        else:
+            log.info("job %s started", job_id)
+        started += 1
+    return started
+
+
+async def _fail_job(session: AsyncSession, job_id: int, now: float, error: str) -> None:
+    await retire_job_work(session, job_id, now, RoundState.failed)
+    await session.exec(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.state).in_([JobState.pending, JobState.running]))
+        .values(state=JobState.failed, error=error[:2000], finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+# ----------------------------------------------------------------------------- rounds
+
+
+def _merge_and_evaluate(
+    spec: JobSpec,
+    info: dict[str, Any],
+    previous_sha: str,
+    canonical: list[tuple[str, int]],
+    blobs: BlobStore,
+) -> _Merged:
+    """Blocking: merge the canonical results, evaluate the merged weights on the test set."""
+    previous = decode_weights(blobs.get(previous_sha))
+    updates = [
+        Update(weights=decode_weights(blobs.get(sha)), num_samples=n) for sha, n in canonical
+    ]
+    merged = get_policy(spec.merge).merge(updates, previous)
+    images, labels = decode_shard(blobs.get(info[INFO_TEST_SHA256]))
+    evaluation = evaluate(
+        spec.model, merged, images, labels, num_classes=int(info.get(INFO_NUM_CLASSES, 10))
+    )
+    return _Merged(weights=encode_weights(merged), evaluation=evaluation)
+
+
+async def _maybe_close_round(
+    session: AsyncSession, round_id: int, now: float, *, blobs: BlobStore
+) -> int | None:
+    """Close the round if it is due. Returns the job id when the round was closed (or the job
+    failed), else None. Commits."""
+    rnd = await session.get(Round, round_id, populate_existing=True)
+    if rnd is None or rnd.state != RoundState.running:
+        return None
+    job = await session.get(Job, rnd.job_id, populate_existing=True)
+    if job is None or job.state != JobState.running or job.id is None:
+        return None
+    job_id = job.id
+    spec = JobSpec.model_validate(job.spec)
+    counts: dict[str, int] = {
+        state: n
+        for state, n in (
+            await session.exec(
+                select(WorkUnit.state, func.count())
+                .where(col(WorkUnit.round_id) == round_id)
+                .group_by(col(WorkUnit.state))
+            )
+        ).all()
+    }
+    total = sum(counts.values())
+    done = counts.get(WorkUnitState.done, 0)
+    active = counts.get(WorkUnitState.active, 0)
+
+    if total == 0 or (active == 0 and done == 0):
+        failed = counts.get(WorkUnitState.failed, 0)
+        reason = f"round {rnd.number}: no work unit completed ({failed} of {total} failed)"
+        log.warning("job %s failed: %s", job_id, reason)
+        await _fail_job(session, job_id, now, reason)
+        await session.commit()
+        return job_id
+    due = active == 0 or (now >= rnd.deadline and done / total >= spec.round_min_fraction)
+    if not due or done == 0:
+        return None
+
+    canonical_rows = (
+        await session.exec(
+            select(Result.output_sha256, WorkUnit.num_samples)
+            .join(Result, col(Result.id) == col(WorkUnit.canonical_result_id))
+            .where(col(WorkUnit.round_id) == round_id, col(WorkUnit.state) == WorkUnitState.done)
+            .order_by(col(WorkUnit.shard_index))
+        )
+    ).all()
+    canonical = [(sha, n) for sha, n in canonical_rows if sha is not None]
+    try:
+        merged = await asyncio.to_thread(
+            _merge_and_evaluate, spec, dict(job.info), rnd.weights_sha256, canonical, blobs
+        )
+        new_sha = await asyncio.to_thread(blobs.put, merged.weights)
+    except Exception as exc:  # missing/corrupt blob, inconsistent updates: permanent
+        reason = f"round {rnd.number}: merge/evaluate failed: {exc}"
+        log.exception("job %s failed: %s", job_id, reason)
+        await _fail_job(session, job_id, now, reason)
+        await session.commit()
+        return job_id
+
+    # everything below is one transaction
+    await session.exec(
+        update(WorkUnit)
+        .where(col(WorkUnit.round_id) == round_id, col(WorkUnit.state) == WorkUnitState.active)
+        .values(state=WorkUnitState.cancelled, need_validate=False, transition_time=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.exec(
+        update(Result)
+        .where(
+            col(Result.workunit_id).in_(
+                select(WorkUnit.id).where(
+                    col(WorkUnit.round_id) == round_id,
+                    col(WorkUnit.state) == WorkUnitState.cancelled,
+                )
+            ),
+            col(Result.server_state).in_([ServerState.unsent, ServerState.in_progress]),
+        )
+        .values(server_state=ServerState.over, outcome=Outcome.didnt_need)
+        .execution_options(synchronize_session=False)
+    )
+    outcomes: dict[str, int] = {
+        outcome: n
+        for outcome, n in (
+            await session.exec(
+                select(Result.outcome, func.count())
+                .join(WorkUnit, col(WorkUnit.id) == col(Result.workunit_id))
+                .where(col(WorkUnit.round_id) == round_id)
+                .group_by(col(Result.outcome))
+            )
+        ).all()
+    }
+    evaluation = merged.evaluation
+    rnd.state = RoundState.done
+    rnd.closed_at = now
+    rnd.results_success = outcomes.get(Outcome.success, 0)
+    rnd.results_error = sum(outcomes.get(o, 0) for o in _ERROR_OUTCOMES)
+    rnd.results_no_reply = outcomes.get(Outcome.no_reply, 0)
+    rnd.metrics = {
+        **evaluation.metrics(),
+        "results_success": rnd.results_success,
+        "results_error": rnd.results_error,
+        "results_no_reply": rnd.results_no_reply,
+    }
+    session.add(rnd)
+    final = rnd.number >= spec.rounds
+    await ensure_blob_row(
+        session, new_sha, len(merged.weights), "model" if final else "weights", now
+    )
+    job.info = {**job.info, INFO_CONFUSION: evaluation.confusion_matrix}
+    job.model_sha256 = new_sha
+    session.add(job)
+    log.info(
+        "job %s round %s closed: %d/%d work units done, accuracy %.4f",
+        job_id,
+        rnd.number,
+        done,
+        total,
+        evaluation.accuracy,
+    )
+    if final:
+        await session.flush()
+        await session.exec(
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.state) == JobState.running)
+            .values(state=JobState.completed, finished_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    else:
+        await create_round(session, job, rnd.number + 1, new_sha, now)
+    await session.commit()
+    return job_id
+
+
+# ----------------------------------------------------------------------------- report
+
+
+async def build_report(session: AsyncSession, job_id: int, now: float) -> dict[str, Any] | None:
+    """The report dict of a job from the database (None when no round is done yet)."""
+    job = await session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        return None
+    rounds = (
+        await session.exec(
+            select(Round)
+            .where(col(Round.job_id) == job_id, col(Round.state) == RoundState.done)
+            .order_by(col(Round.number))
+            .execution_options(populate_existing=True)
+        )
+    ).all()
+    if not rounds:
+        return None
+    spec = JobSpec.model_validate(job.spec)
+    metrics: list[dict[str, Any]] = []
+    for r in rounds:
+        m = dict(r.metrics or {})
+        metrics.append(
+            RoundMetrics(
+                round=r.number,
+                **{k: float(m[k]) for k in METRIC_KEYS},
+                results_success=r.results_success,
+                results_error=r.results_error,
+                results_no_reply=r.results_no_reply,
+                duration_s=(r.closed_at or now) - r.started_at,
+            ).model_dump()
+        )
+    last = metrics[-1]
+    final = {"round": last["round"], **{k: last[k] for k in METRIC_KEYS}}
+    started = job.started_at if job.started_at is not None else job.created_at
+    return {
+        "job_id": job_id,
+        "dataset": spec.dataset,
+        "model": spec.model,
+        "config": spec.model_dump(mode="json"),
+        "state": job.state,
+        "rounds": metrics,
+        "final": final,
+        "confusion_matrix": (job.info or {}).get(INFO_CONFUSION),
+        "wall_s": (job.finished_at or now) - started,
+        "model_sha256": job.model_sha256,
+    }
+
+
+async def _write_report(
+    session: AsyncSession, job_id: int, now: float, *, runs_dir: Path
+) -> str | None:
+    """Rewrite a job's report; returns a problem description instead of raising (the round
+    is already closed and committed; the next round's report will try again)."""
+    report = await build_report(session, job_id, now)
+    if report is None:
+        return None
+    run_dir = runs_dir / str(job_id)
+    try:
+        t0 = time.perf_counter()
+        await asyncio.to_thread(write_report, run_dir, report)
+        log.debug("report of job %s written in %.2fs", job_id, time.perf_counter() - t0)
+    except Exception as exc:
+        log.exception("writing the report of job %s failed", job_id)
+        return f"report of job {job_id}: {exc}"
+    path = str(run_dir / REPORT_FILE)
+    await session.exec(
+        update(Job)
+        .where(col(Job.id) == job_id)
+        .values(report_path=path)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return None

@@ -1,0 +1,230 @@
+"""Runs the daemons periodically inside the server's event loop (APScheduler 3.x).
+
+One interval job per daemon (``max_instances=1``, ``coalesce=True``): each run opens its own
+session, calls ``run_once(session, time.time(), ...)``, and never lets an exception escape.
+A failed run is logged and recorded in ``DaemonRun.last_error``; the next run retries.
+
+``run_all_once`` is the one-pass mode for tests and tools: transitioner -> validator ->
+aggregator, in that order, each with its own session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from work_server.blobs import BlobStore
+from work_server.config import DaemonIntervals
+from work_server.daemons import aggregator, file_deleter, record_run, transitioner, validator
+
+log = logging.getLogger(__name__)
+
+#: A daemon bound to its dependencies: (session, now) -> items handled.
+DaemonFn = Callable[[AsyncSession, float], Awaitable[int]]
+
+DAEMON_NAMES = (transitioner.NAME, validator.NAME, aggregator.NAME, file_deleter.NAME)
+
+
+def bind_daemons(
+    *,
+    blobs: BlobStore,
+    runs_dir: Path,
+    data_dir: Path | None = None,
+    fashion_dir: Path | None = None,
+    blob_grace_s: float = 3600.0,
+) -> dict[str, DaemonFn]:
+    """Every daemon's ``run_once`` with its keyword-only dependencies filled in."""
+
+    async def run_transitioner(session: AsyncSession, now: float) -> int:
+        return await transitioner.run_once(session, now)
+
+    async def run_validator(session: AsyncSession, now: float) -> int:
+        return await validator.run_once(session, now, blobs=blobs)
+
+    async def run_aggregator(session: AsyncSession, now: float) -> int:
+        return await aggregator.run_once(
+            session,
+            now,
+            blobs=blobs,
+            runs_dir=runs_dir,
+            data_dir=data_dir,
+            fashion_dir=fashion_dir,
+        )
+
+    async def run_file_deleter(session: AsyncSession, now: float) -> int:
+        return await file_deleter.run_once(session, now, blobs=blobs, grace_s=blob_grace_s)
+
+    return {
+        transitioner.NAME: run_transitioner,
+        validator.NAME: run_validator,
+        aggregator.NAME: run_aggregator,
+        file_deleter.NAME: run_file_deleter,
+    }
+
+
+async def run_daemon(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    name: str,
+    fn: DaemonFn,
+    now: float,
+    *,
+    raise_errors: bool = False,
+) -> int:
+    """One run of one daemon in a fresh session. Errors are logged and recorded in
+    ``DaemonRun.last_error`` (and re-raised when ``raise_errors``)."""
+    try:
+        async with sessionmaker() as session:
+            return await fn(session, now)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("daemon %s failed", name)
+        try:
+            async with sessionmaker() as session:
+                await record_run(session, name, now, error=f"{type(exc).__name__}: {exc}"[:2000])
+        except Exception:
+            log.exception("daemon %s: recording the failure failed too", name)
+        if raise_errors:
+            raise
+        return 0
+
+
+class DaemonScheduler:
+    """The server's daemons on an ``AsyncIOScheduler``; ``start()`` inside the running loop,
+    ``await shutdown()`` to stop (waits for runs in progress, up to ``shutdown_timeout_s``)."""
+
+    def __init__(
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        intervals: DaemonIntervals,
+        blobs: BlobStore,
+        runs_dir: Path,
+        data_dir: Path | None = None,
+        fashion_dir: Path | None = None,
+        blob_grace_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+        shutdown_timeout_s: float = 30.0,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.intervals = intervals
+        self.clock = clock
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.daemons = bind_daemons(
+            blobs=blobs,
+            runs_dir=runs_dir,
+            data_dir=data_dir,
+            fashion_dir=fashion_dir,
+            blob_grace_s=blob_grace_s,
+        )
+        self._scheduler: AsyncIOScheduler | None = None
+        self._running: set[asyncio.Task[Any]] = set()
+
+    def interval(self, name: str) -> float:
+        return float(getattr(self.intervals, name))
+
+    async def run_now(self, name: str) -> int:
+        """One run of daemon ``name`` (what each scheduled job does)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            return await run_daemon(self.sessionmaker, name, self.daemons[name], self.clock())
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
+    def start(self) -> None:
+        """Schedule every daemon; must be called with the event loop running."""
+        if self._scheduler is not None:
+            return
+        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+        first = datetime.now().astimezone()
+        for offset, name in enumerate(self.daemons):
+            scheduler.add_job(
+                self.run_now,
+                "interval",
+                args=[name],
+                id=name,
+                name=name,
+                seconds=self.interval(name),
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+                # staggered first runs, so the daemons do not all hit the database at once
+                next_run_time=first + timedelta(seconds=0.1 * (offset + 1)),
+            )
+        scheduler.start()
+        self._scheduler = scheduler
+
+    @property
+    def running(self) -> bool:
+        return self._scheduler is not None
+
+    async def shutdown(self) -> None:
+        """Stop scheduling, let runs in progress finish (bounded), then shut down."""
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is None:
+            return
+        scheduler.pause()
+        if self._running:
+            _, pending = await asyncio.wait(set(self._running), timeout=self.shutdown_timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5.0)
+        scheduler.shutdown(wait=False)
+        await asyncio.sleep(0)  # let APScheduler's executor callbacks run
+
+
+def setup_scheduler(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    intervals: DaemonIntervals,
+    blobs: BlobStore,
+    runs_dir: Path,
+    data_dir: Path | None = None,
+    fashion_dir: Path | None = None,
+    blob_grace_s: float = 3600.0,
+) -> DaemonScheduler:
+    """A started ``DaemonScheduler`` (call from inside the running event loop)."""
+    scheduler = DaemonScheduler(
+        sessionmaker=sessionmaker,
+        intervals=intervals,
+        blobs=blobs,
+        runs_dir=runs_dir,
+        data_dir=data_dir,
+        fashion_dir=fashion_dir,
+        blob_grace_s=blob_grace_s,
+    )
+    scheduler.start()
+    return scheduler
+
+
+async def run_all_once(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    now: float,
+    *,
+    blobs: BlobStore,
+    runs_dir: Path,
+    data_dir: Path | None = None,
+    fashion_dir: Path | None = None,
+) -> dict[str, int]:
+    """Transitioner, validator, aggregator once each, in that order; errors propagate.
+    Returns the items each handled."""
+    daemons = bind_daemons(
+        blobs=blobs, runs_dir=runs_dir, data_dir=data_dir, fashion_dir=fashion_dir
+    )
+    counts: dict[str, int] = {}
+    for name in (transitioner.NAME, validator.NAME, aggregator.NAME):
+        counts[name] = await run_daemon(sessionmaker, name, daemons[name], now, raise_errors=True)
+    return counts
