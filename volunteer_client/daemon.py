@@ -257,6 +257,8 @@ class Daemon:
         return Backoff(base_s=self.backoff_base_s, cap_s=self.backoff_max_s, random_fn=self._random)
 
     def _resume_leftovers(self) -> None:
+        # The state lock is held and nothing downloads yet: partial files are leftovers.
+        self.state.cache.remove_partials()
         for record in self.state.units.load_all():
             if record.result_id not in self._tasks:
                 log.info("unit %d: found from a previous run (%s)", record.result_id, record.status)
@@ -339,11 +341,13 @@ class Daemon:
 
     def fraction_done(self, result_id: int) -> float:
         record = self._records.get(result_id)
-        if record is None or record.status == "downloading":
+        if record is None:
             return 0.0
-        if record.status != "running":
+        if record.status == "uploading":
             return 1.0
-        return read_progress(self.state.units.unit_dir(result_id) / PROGRESS_NAME)
+        if record.status == "running":
+            return read_progress(self.state.units.unit_dir(result_id) / PROGRESS_NAME)
+        return 0.0
 
     async def heartbeat_once(self) -> list[int]:
         """Send one heartbeat; abort what the server lists. Returns the aborted ids."""
@@ -363,17 +367,18 @@ class Daemon:
     async def abort_unit(self, result_id: int) -> None:
         """Stop a unit the server no longer wants: cancel it and drop its files, no upload."""
         log.info("unit %d: aborted by the server", result_id)
-        self._aborted.add(result_id)
-        try:
-            task = self._tasks.get(result_id)
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        task = self._tasks.get(result_id)
+        if task is None:
             if self.state.units.unit_dir(result_id).exists():
                 self.state.units.remove(result_id)
                 self._handled += 1
-        finally:
-            self._aborted.discard(result_id)
+            return
+        # The unit's task drops its files itself (see _drive), so that whoever waits for
+        # the task sees it gone even if this coroutine is cancelled meanwhile.
+        self._aborted.add(result_id)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        self._aborted.discard(result_id)
 
     # ------------------------------------------------------------------ one unit
 
@@ -420,7 +425,11 @@ class Daemon:
             record = self._set(record, "uploading")
             await self._upload(record)
         except asyncio.CancelledError:
-            if rid not in self._aborted:
+            if rid in self._aborted:
+                self._aborted.discard(rid)
+                self.state.units.remove(rid)
+                self._handled += 1
+            else:
                 log.info("unit %d: interrupted; it resumes on the next start", rid)
             raise
         except Unauthorized as exc:

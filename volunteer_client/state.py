@@ -170,6 +170,15 @@ class InputCache:
                 total += path.stat().st_size
         return total
 
+    def remove_partials(self) -> int:
+        """Remove temporary files of interrupted downloads (call when no download runs)."""
+        if not self.root.is_dir():
+            return 0
+        partials = [p for p in self.root.iterdir() if p.name.startswith(".") and p.is_file()]
+        for path in partials:
+            path.unlink(missing_ok=True)
+        return len(partials)
+
     def evict(self, *, keep: frozenset[str] = frozenset()) -> list[str]:
         """Remove least recently used blobs (except ``keep``) until under ``max_bytes``."""
         stats: list[tuple[float, int, Path]] = []

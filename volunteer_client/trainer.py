@@ -181,10 +181,14 @@ def _num_outputs(model: nn.Module) -> int:
 
 
 def _build(model_name: str) -> nn.Module:
+    """A model to load weights into; leaves the global RNG untouched."""
+    rng_state = torch.random.get_rng_state()
     try:
         return build_model(model_name)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
+    finally:
+        torch.random.set_rng_state(rng_state)
 
 
 # --------------------------------------------------------------------------- training

@@ -378,8 +378,8 @@ def stop_children(children: Sequence[Child], *, timeout_s: float = 10.0) -> None
             remaining = max(0.0, deadline - time.monotonic())
             with suppress(subprocess.TimeoutExpired):
                 child.proc.wait(timeout=remaining)
-    except KeyboardInterrupt:
-        pass  # a second Ctrl-C: do not wait any longer
+    except (KeyboardInterrupt, Terminated):
+        pass  # a second Ctrl-C or SIGTERM: do not wait any longer
     for child in children:
         if child.alive():
             _kill_group(child)
@@ -528,7 +528,7 @@ FULL_HEADERS = (
     "results ok/err/no-reply", "seconds",
 )  # fmt: skip
 COMPACT_HEADERS = (
-    "round", "acc", "loss", "prec", "recall", "F1", "ROC AUC", "AP", "ok/err/no-reply", "s",
+    "round", "acc", "loss", "prec", "recall", "F1", "ROC AUC", "AP", "ok/err/nr", "s",
 )  # fmt: skip
 
 

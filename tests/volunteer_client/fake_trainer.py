@@ -14,6 +14,7 @@ Same command line; its behaviour comes from environment variables so tests stay 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -35,7 +36,7 @@ def main() -> int:
     env = os.environ
     sys.stderr.write(env.get("FAKE_TRAINER_STDERR", ""))
     sys.stderr.write(f"threads={args.threads} omp={env.get('OMP_NUM_THREADS')}\n")
-    sys.stderr.write(f"task={args.task.read_text().strip()[:0]}ok\n")
+    sys.stderr.write(f"seed={json.loads(args.task.read_text())['seed']}\n")
     sys.stderr.flush()
     if env.get("FAKE_TRAINER_IGNORE_TERM"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import asyncio
+import stat
+from pathlib import Path
+
+import pytest
+
+from volunteer_client.cli import detect_host, main
+from volunteer_client.state import StateDir
+
+from .fake_server import FakeWorkServer
+
+
+async def test_attach_status_run_once_detach(
+    fake_server: FakeWorkServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state_dir = str(tmp_path / "client")
+
+    def cli(*args: str) -> int:
+        return main(["--state-dir", state_dir, *args])
+
+    # main() runs its own event loop, so it runs in a thread next to the fake server's loop
+    assert await asyncio.to_thread(cli, "attach", fake_server.url, "--name", "pc-1") == 0
+    state = StateDir(Path(state_dir))
+    attachment = state.require_attachment()
+    assert (attachment.host_id, attachment.name, attachment.runtimes) == (1, "pc-1", ["process"])
+    assert stat.S_IMODE(state.attachment_path.stat().st_mode) == 0o600
+    assert fake_server.registered[0].cpus >= 1
+    assert await asyncio.to_thread(cli, "attach", fake_server.url) == 1  # already attached
+
+    assert await asyncio.to_thread(cli, "run", "--once", "--log-level", "WARNING") == 0
+    assert len(fake_server.work_requests) == 1
+    assert fake_server.work_requests[0].runtimes == ["process"]
+
+    assert await asyncio.to_thread(cli, "status") == 0
+    out = capsys.readouterr().out
+    assert fake_server.url in out and "host:      1 (pc-1)" in out and "secret" not in out
+
+    assert await asyncio.to_thread(cli, "detach") == 0
+    assert state.load_attachment() is None
+    assert await asyncio.to_thread(cli, "run", "--once") == 1  # not attached
+
+
+def test_bad_usage_and_host_detection() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["attach", "http://x", "--runtimes", "kubernetes"])
+    assert info.value.code == 2
+    host = detect_host("n", ["process", "docker"])
+    assert host.cpus >= 1 and host.memory_mb >= 64 and host.runtimes == ["process", "docker"]
