@@ -70,6 +70,7 @@ def setup_routes(app: web.Application) -> None:
     app.add_routes(volunteer.routes)
     app.add_routes(operator.routes)
     app.add_routes(openapi.routes)
+    app.on_response_prepare.append(volunteer.blob_etag_hook)
 
 
 def create_app(config: ServerConfig) -> web.Application:

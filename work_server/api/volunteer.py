@@ -119,9 +119,20 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers={"ETag": etag})
     response = web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
-    response.etag = sha  # content-addressed: the strong validator is the hash itself
-    response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+    response[BLOB_ETAG] = etag  # set by blob_etag_hook once FileResponse has chosen its own
+    response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
     return response
+
+
+BLOB_ETAG = web.ResponseKey("blob_etag", str)
+
+
+async def blob_etag_hook(request: web.Request, response: web.StreamResponse) -> None:
+    """Blobs are content-addressed, so their strong validator is the sha256 itself
+    (aiohttp's FileResponse would otherwise send one made of mtime and size)."""
+    etag = response.get(BLOB_ETAG)
+    if etag is not None:
+        response.headers["ETag"] = etag
 
 
 @routes.put(f"{API_PREFIX}/results/{{result_id}}")

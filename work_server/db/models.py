@@ -92,7 +92,7 @@ class Round(SQLModel, table=True):
     deadline: float  # after this the round may close at round_min_fraction
     closed_at: float | None = None
     #: RoundMetrics fields (without round/duration) once evaluated
-    metrics: dict | None = Field(default=None, sa_column=Column(JSON))  # type: ignore[type-arg]
+    metrics: dict | None = Field(default=None, sa_column=Column(JSON(none_as_null=True)))  # type: ignore[type-arg]
     results_success: int = 0
     results_error: int = 0
     results_no_reply: int = 0
@@ -145,7 +145,7 @@ class Result(SQLModel, table=True):
     output_sha256: str | None = None
     output_size: int | None = None
     #: TrainReport fields once uploaded: train_loss, samples, elapsed_s, epochs
-    report: dict | None = Field(default=None, sa_column=Column(JSON))  # type: ignore[type-arg]
+    report: dict | None = Field(default=None, sa_column=Column(JSON(none_as_null=True)))  # type: ignore[type-arg]
     fraction_done: float = 0.0
     error_reason: str | None = None
     error_detail: str | None = None

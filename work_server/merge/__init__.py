@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from yadml_common.wire import MergeSpec
-
 from work_server.merge.base import MergePolicy, Update
 from work_server.merge.median import Median
 from work_server.merge.regularized import Regularized
 from work_server.merge.simple_average import SimpleAverage
 from work_server.merge.trimmed_mean import TrimmedMean
+from yadml_common.wire import MergeSpec
 
 __all__ = [
     "Median",

@@ -21,7 +21,8 @@ __all__ = ["Regularized", "blend"]
 
 
 def blend(previous: torch.Tensor, average: torch.Tensor, factor: float) -> torch.Tensor:
-    """``factor * previous + (1 - factor) * average`` computed in float64, in ``average``'s dtype."""
+    """``factor * previous + (1 - factor) * average``, computed in float64, cast to ``average``'s
+    dtype."""
     if not 0 <= factor <= 1:
         raise ValueError(f"factor must be in [0, 1], got {factor}")
     mixed = factor * previous.to(torch.float64) + (1 - factor) * average.to(torch.float64)
@@ -44,6 +45,8 @@ class Regularized(MergePolicy):
         validate_updates(updates, previous)
         average = weighted_average(updates, previous)
         return {
-            name: blend(previous[name].detach(), avg, self.factor) if avg.is_floating_point() else avg
+            name: blend(previous[name].detach(), avg, self.factor)
+            if avg.is_floating_point()
+            else avg
             for name, avg in average.items()
         }

@@ -12,7 +12,7 @@ import torch
 
 from work_server.merge.base import MergePolicy, Update, combine
 
-__all__ = ["SimpleAverage", "weighted_mean", "weighted_average"]
+__all__ = ["SimpleAverage", "weighted_average", "weighted_mean"]
 
 
 def weighted_mean(stacked: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -129,7 +129,12 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _find_idx(directory: Path, stem: str) -> Path | None:
-    variants = (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz", stem.replace("-idx", ".idx"))
+    variants = (
+        stem + ".gz",
+        stem,
+        stem.replace("-idx", ".idx") + ".gz",
+        stem.replace("-idx", ".idx"),
+    )
     for variant in variants:
         candidate = directory / variant
         if candidate.is_file():
@@ -172,7 +177,9 @@ def _fashion_candidates(data_dir: Path | None, fashion_dir: Path | None) -> list
 
 def _check_images(path: Path, images: np.ndarray) -> np.ndarray:
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(f"{path}: expected uint8 images [N, 28, 28], got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"{path}: expected uint8 images [N, 28, 28], got {images.dtype} {images.shape}"
+        )
     return images
 
 
@@ -200,7 +207,9 @@ def _load_idx_dataset(name: str, directory: str) -> Dataset:
         arrays[role] = read_idx(found)
     train_images = _check_images(paths["train_images"], arrays["train_images"])
     test_images = _check_images(paths["test_images"], arrays["test_images"])
-    train_labels = _check_labels(paths["train_labels"], arrays["train_labels"], len(train_images), 10)
+    train_labels = _check_labels(
+        paths["train_labels"], arrays["train_labels"], len(train_images), 10
+    )
     test_labels = _check_labels(paths["test_labels"], arrays["test_labels"], len(test_images), 10)
     return Dataset(name, train_images, train_labels, test_images, test_labels)
 
@@ -211,7 +220,7 @@ def upscale_digits(images8: np.ndarray) -> np.ndarray:
     Scaled to 0..255, bilinear resize to 20x20, zero-padded by 4 pixels on each side.
     """
     import torch
-    from torch.nn import functional as F  # noqa: N812
+    from torch.nn import functional as F
 
     if images8.ndim != 3 or images8.shape[1:] != (8, 8):
         raise ValueError(f"expected [N, 8, 8] digits, got {images8.shape}")

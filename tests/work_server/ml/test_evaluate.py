@@ -36,8 +36,13 @@ def test_evaluate_untrained_on_digits() -> None:
     assert math.isclose(ev.accuracy, np.trace(cm) / cm.sum())
     metrics = ev.metrics()
     assert set(metrics) == {
-        "accuracy", "loss", "precision_macro", "recall_macro", "f1_macro",
-        "roc_auc_macro", "average_precision_macro",
+        "accuracy",
+        "loss",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "roc_auc_macro",
+        "average_precision_macro",
     }
     assert all(isinstance(v, float) for v in metrics.values())
 

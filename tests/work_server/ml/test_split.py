@@ -26,7 +26,7 @@ def _check_partition(shards: list[np.ndarray], n: int, n_shards: int) -> None:
 @pytest.mark.parametrize("n_shards", [1, 3, 10, 37])
 def test_partition_and_determinism(method: str, n_shards: int) -> None:
     labels = _labels()
-    spec = SplitSpec(method=method)  # type: ignore[arg-type]
+    spec = SplitSpec(method=method)
     a = split_indices(labels, n_shards, spec, seed=5)
     b = split_indices(labels, n_shards, spec, seed=5)
     _check_partition(a, len(labels), n_shards)
@@ -36,7 +36,7 @@ def test_partition_and_determinism(method: str, n_shards: int) -> None:
 @pytest.mark.parametrize("method", METHODS)
 def test_seed_changes_split(method: str) -> None:
     labels = _labels()
-    spec = SplitSpec(method=method)  # type: ignore[arg-type]
+    spec = SplitSpec(method=method)
     a = split_indices(labels, 4, spec, seed=1)
     b = split_indices(labels, 4, spec, seed=2)
     assert any(not np.array_equal(x, y) for x, y in zip(a, b, strict=True))
