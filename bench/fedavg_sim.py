@@ -22,13 +22,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from volunteer_client.trainer import train_state  # noqa: E402
-from work_server.merge import Update, get_policy  # noqa: E402
-from work_server.ml.datasets import load_dataset  # noqa: E402
-from work_server.ml.evaluate import evaluate  # noqa: E402
-from work_server.ml.split import split_indices  # noqa: E402
-from yadml_common.nn import initial_state  # noqa: E402
-from yadml_common.wire import MergeSpec, SplitSpec, TaskConfig  # noqa: E402
+from volunteer_client.trainer import train_state
+from work_server.merge import Update, get_policy
+from work_server.ml.datasets import load_dataset
+from work_server.ml.evaluate import evaluate
+from work_server.ml.split import split_indices
+from yadml_common.nn import initial_state
+from yadml_common.wire import MergeSpec, SplitSpec, TaskConfig
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -43,9 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist", "digits"])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--shards", type=int, default=4)
-    p.add_argument("--split", default="stratified", choices=["random", "stratified", "dirichlet", "shards"])
-    p.add_argument("--merge", default="simple_average",
-                   choices=["simple_average", "median", "trimmed_mean", "regularized"])
+    p.add_argument(
+        "--split", default="stratified", choices=["random", "stratified", "dirichlet", "shards"]
+    )
+    p.add_argument(
+        "--merge",
+        default="simple_average",
+        choices=["simple_average", "median", "trimmed_mean", "regularized"],
+    )
     p.add_argument("--local-epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.001)
@@ -66,16 +71,23 @@ def main(argv: list[str] | None = None) -> int:
     weights = initial_state("lenet", args.seed)
     rounds: list[dict[str, float]] = []
     started = time.perf_counter()
-    print(f"{args.dataset}: {len(ds.train_labels)} train in {args.shards} shards "
-          f"({args.split}), {len(ds.test_labels)} test, merge {policy.name}", flush=True)
+    print(
+        f"{args.dataset}: {len(ds.train_labels)} train in {args.shards} shards "
+        f"({args.split}), {len(ds.test_labels)} test, merge {policy.name}",
+        flush=True,
+    )
     for rnd in range(1, args.rounds + 1):
         t0 = time.perf_counter()
         updates: list[Update] = []
         losses: list[float] = []
         for shard, (images, labels) in enumerate(data):
             task = TaskConfig(
-                dataset=args.dataset, local_epochs=args.local_epochs, batch_size=args.batch_size,
-                lr=args.lr, optimizer=args.optimizer, seed=unit_seed(args.seed, rnd, shard),
+                dataset=args.dataset,
+                local_epochs=args.local_epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                optimizer=args.optimizer,
+                seed=unit_seed(args.seed, rnd, shard),
             )
             state, report = train_state(weights, images, labels, task, threads=args.threads)
             updates.append(Update(state, report.samples))
@@ -84,18 +96,37 @@ def main(argv: list[str] | None = None) -> int:
         weights = policy.merge(updates, weights)
         ev = evaluate("lenet", weights, ds.test_images, ds.test_labels)
         wall = time.perf_counter() - t0
-        rounds.append({"round": rnd, **ev.metrics(), "train_loss": sum(losses) / len(losses),
-                       "train_s": t_train, "round_s": wall})
-        print(f"round {rnd:3d}: test acc {ev.accuracy:.4f}  loss {ev.loss:.4f}  "
-              f"f1 {ev.f1_macro:.4f}  train loss {rounds[-1]['train_loss']:.4f}  "
-              f"train {t_train:6.1f}s  round {wall:6.1f}s", flush=True)
+        rounds.append(
+            {
+                "round": rnd,
+                **ev.metrics(),
+                "train_loss": sum(losses) / len(losses),
+                "train_s": t_train,
+                "round_s": wall,
+            }
+        )
+        print(
+            f"round {rnd:3d}: test acc {ev.accuracy:.4f}  loss {ev.loss:.4f}  "
+            f"f1 {ev.f1_macro:.4f}  train loss {rounds[-1]['train_loss']:.4f}  "
+            f"train {t_train:6.1f}s  round {wall:6.1f}s",
+            flush=True,
+        )
     total = time.perf_counter() - started
     print(f"final accuracy {rounds[-1]['accuracy']:.4f} after {args.rounds} rounds, {total:.1f}s")
     out = args.output or RESULTS_DIR / f"fedavg_{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                               "torch": torch.__version__, "rounds": rounds, "wall_s": total},
-                              indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "torch": torch.__version__,
+                "rounds": rounds,
+                "wall_s": total,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return 0
 
 

@@ -49,10 +49,16 @@ import safetensors.torch
 import torch
 from pydantic import ValidationError
 from torch import nn
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 
 from yadml_common.nn import build_model, normalize_images
-from yadml_common.wire import REPORT_METADATA_KEY, SHARD_IMAGES, SHARD_LABELS, TaskConfig, TrainReport
+from yadml_common.wire import (
+    REPORT_METADATA_KEY,
+    SHARD_IMAGES,
+    SHARD_LABELS,
+    TaskConfig,
+    TrainReport,
+)
 
 __all__ = [
     "EXIT_ERROR",
@@ -231,7 +237,7 @@ def run_epoch(
         y = labels[idx]
         optimizer.zero_grad(set_to_none=True)
         loss = F.nll_loss(model(x), y)
-        loss.backward()
+        torch.autograd.backward(loss)
         optimizer.step()
         total += loss.detach().to(torch.float64) * len(idx)
         if on_batch is not None:
@@ -346,7 +352,10 @@ def _atomic_replace(path: Path, write: Callable[[str], None]) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    _atomic_replace(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+    _atomic_replace(path, write)
 
 
 class _ProgressFile:
@@ -379,7 +388,9 @@ def train(
     model = _build(task.model)
     weights = load_weights(Path(weights_path), model)
     images, labels = load_shard(Path(shard_path), num_classes=_num_outputs(model))
-    state, report = train_state(weights, images, labels, task, threads=threads, on_progress=progress)
+    state, report = train_state(
+        weights, images, labels, task, threads=threads, on_progress=progress
+    )
     report = report.model_copy(update={"elapsed_s": time.perf_counter() - started})
     metadata = {REPORT_METADATA_KEY: report.model_dump_json()}
     _atomic_replace(
@@ -406,7 +417,10 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m volunteer_client.trainer", description=__doc__.splitlines()[0])
+    p = _Parser(
+        prog="python -m volunteer_client.trainer",
+        description="Train one YADML work unit: local epochs on one shard.",
+    )
     p.add_argument("--shard", type=Path, required=True, help="input shard (safetensors)")
     p.add_argument("--weights", type=Path, required=True, help="input weights (safetensors)")
     p.add_argument("--task", type=Path, required=True, help="TaskConfig JSON file")

@@ -1,0 +1,100 @@
+"""Centralised baseline: the same LeNet trained on the whole train set in one process.
+
+Uses the volunteer trainer's training loop (:func:`volunteer_client.trainer.run_epoch`, one
+optimizer for the whole run) and the server's datasets and evaluation, so the numbers are
+directly comparable with a federated job.
+
+    .venv/bin/python bench/centralized.py --dataset mnist --epochs 5 --threads 2
+
+Prints a table (one row per epoch: train loss, test accuracy/loss/F1, wall time) and writes
+``bench/results/centralized_<dataset>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from volunteer_client.trainer import deterministic, make_optimizer, run_epoch
+from work_server.ml.datasets import DATASET_NAMES, load_dataset
+from work_server.ml.evaluate import evaluate
+from yadml_common.nn import build_model, initial_state
+from yadml_common.wire import TaskConfig
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Centralised LeNet baseline")
+    p.add_argument("--dataset", default="mnist", choices=DATASET_NAMES)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--output", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    ds = load_dataset(args.dataset)
+    images = torch.from_numpy(ds.train_images)
+    labels = torch.from_numpy(ds.train_labels)
+    task = TaskConfig(
+        dataset=args.dataset, batch_size=args.batch_size, lr=args.lr,
+        optimizer=args.optimizer, seed=args.seed,
+    )  # fmt: skip
+    console = Console()
+    table = Table(title=f"Centralised LeNet on {args.dataset} ({len(labels)} train samples)")
+    for col in ("epoch", "train loss", "test acc", "test loss", "F1 macro", "epoch s", "total s"):
+        table.add_column(col, justify="right")
+    epochs: list[dict[str, float]] = []
+    started = time.perf_counter()
+    with deterministic(args.seed, threads=args.threads), Live(table, console=console):
+        model = build_model("lenet")
+        model.load_state_dict(initial_state("lenet", args.seed))
+        optimizer = make_optimizer(model, task)
+        generator = torch.Generator().manual_seed(args.seed)
+        for epoch in range(1, args.epochs + 1):
+            t0 = time.perf_counter()
+            loss = run_epoch(
+                model, optimizer, images, labels, batch_size=args.batch_size, generator=generator
+            )
+            train_s = time.perf_counter() - t0
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            ev = evaluate("lenet", state, ds.test_images, ds.test_labels)
+            total = time.perf_counter() - started
+            epochs.append(
+                {"epoch": epoch, "train_loss": loss, **ev.metrics(), "train_s": train_s,
+                 "wall_s": total}
+            )  # fmt: skip
+            table.add_row(
+                str(epoch), f"{loss:.4f}", f"{ev.accuracy:.4f}", f"{ev.loss:.4f}",
+                f"{ev.f1_macro:.4f}", f"{train_s:.1f}", f"{total:.1f}",
+            )  # fmt: skip
+    out = args.output or RESULTS_DIR / f"centralized_{args.dataset}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "dataset": args.dataset,
+        "model": "lenet",
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "torch": torch.__version__,
+        "epochs": epochs,
+        "wall_s": time.perf_counter() - started,
+    }
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    console.print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
