@@ -18,8 +18,14 @@ import httpx
 
 OPERATOR = "system-test-operator-token"
 FAST_DAEMONS = [
-    "--interval-transitioner", "0.3", "--interval-validator", "0.3",
-    "--interval-aggregator", "0.3", "--retry-after", "0.3",
+    "--interval-transitioner",
+    "0.3",
+    "--interval-validator",
+    "0.3",
+    "--interval-aggregator",
+    "0.3",
+    "--retry-after",
+    "0.3",
 ]
 
 
@@ -59,10 +65,22 @@ class ServerProcess:
         env = {**os.environ, "YADML_OPERATOR_TOKEN": OPERATOR}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "work_server", "serve", "--port", str(self.port),
-                 "--state-dir", str(self.root / "var"), "--runs-dir", str(self.root / "runs"),
-                 *FAST_DAEMONS],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                [
+                    sys.executable,
+                    "-m",
+                    "work_server",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--state-dir",
+                    str(self.root / "var"),
+                    "--runs-dir",
+                    str(self.root / "runs"),
+                    *FAST_DAEMONS,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         wait_until(self._healthy, 60, f"server health (log: {self.log})")
 
@@ -81,8 +99,13 @@ class ServerProcess:
             self.proc.wait(timeout=30)
 
     def api(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        return httpx.request(method, f"{self.url}{path}", timeout=30,
-                             headers={"Authorization": f"Bearer {OPERATOR}"}, **kw)
+        return httpx.request(
+            method,
+            f"{self.url}{path}",
+            timeout=30,
+            headers={"Authorization": f"Bearer {OPERATOR}"},
+            **kw,
+        )
 
     def job(self, job_id: int) -> dict[str, Any]:
         r = self.api("GET", f"/api/v1/jobs/{job_id}")
@@ -107,15 +130,21 @@ class ClientProcess:
 
     def attach(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(self._cmd("attach", self.server_url, "--name", self.name),
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            self._cmd("attach", self.server_url, "--name", self.name),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     def start(self, *extra: str) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                self._cmd("run", "--threads", "1", "--heartbeat-s", "1", "--backoff-max-s", "2",
-                          *extra),
-                stdout=log, stderr=subprocess.STDOUT,
+                self._cmd(
+                    "run", "--threads", "1", "--heartbeat-s", "1", "--backoff-max-s", "2", *extra
+                ),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:

@@ -59,11 +59,14 @@ def _check_accounting(server: ServerProcess, job_id: int) -> None:
     con = _db(server)
     try:
         rounds = con.execute(
-            "SELECT * FROM round WHERE job_id=? ORDER BY number", (job_id,)).fetchall()
+            "SELECT * FROM round WHERE job_id=? ORDER BY number", (job_id,)
+        ).fetchall()
         for rnd in rounds:
             rows = con.execute(
                 "SELECT r.* FROM result r JOIN workunit w ON w.id = r.workunit_id "
-                "WHERE w.round_id=?", (rnd["id"],)).fetchall()
+                "WHERE w.round_id=?",
+                (rnd["id"],),
+            ).fetchall()
             successes = [r for r in rows if r["outcome"] == "success"]
             assert rnd["results_success"] == len(successes), dict(rnd)
             pairs = [(r["workunit_id"], r["host_id"]) for r in rows if r["host_id"] is not None]
@@ -91,8 +94,13 @@ def test_full_job_on_digits(tmp_path: Path) -> None:
         final = job["rounds"][-1]
         assert final["accuracy"] > 0.75, job["rounds"]
         assert final["results_success"] == 2
-        for key in ("precision_macro", "recall_macro", "f1_macro", "roc_auc_macro",
-                    "average_precision_macro"):
+        for key in (
+            "precision_macro",
+            "recall_macro",
+            "f1_macro",
+            "roc_auc_macro",
+            "average_precision_macro",
+        ):
             assert 0.0 <= final[key] <= 1.0
         report_dir = tmp_path / "runs" / str(job_id)
         report = json.loads((report_dir / "report.json").read_text())
@@ -115,11 +123,18 @@ def test_client_killed_mid_unit_is_reissued(tmp_path: Path) -> None:
     with cluster(tmp_path, 2) as (server, clients):
         victim, rescuer = clients
         victim.start()
-        job_id = _submit(server, rounds=1, local_epochs=30,
-                         replication={"delay_bound_s": 20, "max_total_results": 4})
+        job_id = _submit(
+            server,
+            rounds=1,
+            local_epochs=30,
+            replication={"delay_bound_s": 20, "max_total_results": 4},
+        )
         wait_until(victim.units_in_flight, 60, "the victim to take a unit")
-        wait_until(lambda: server.api("GET", "/api/v1/status").json()["results_in_progress"], 30,
-                   "the unit to be in progress")
+        wait_until(
+            lambda: server.api("GET", "/api/v1/status").json()["results_in_progress"],
+            30,
+            "the unit to be in progress",
+        )
         time.sleep(2)  # mid-training
         victim.stop(signal.SIGKILL)
         rescuer.start()
@@ -128,16 +143,17 @@ def test_client_killed_mid_unit_is_reissued(tmp_path: Path) -> None:
         assert job["rounds"][0]["results_no_reply"] >= 1
         con = _db(server)
         try:
-            victim_id = con.execute(
-                "SELECT id FROM host WHERE name='volunteer-0'").fetchone()["id"]
+            victim_id = con.execute("SELECT id FROM host WHERE name='volunteer-0'").fetchone()["id"]
             lost = con.execute(
                 "SELECT workunit_id FROM result WHERE host_id=? AND outcome='no_reply'",
-                (victim_id,)).fetchall()
+                (victim_id,),
+            ).fetchall()
             assert lost, "the victim's unit should have passed its deadline"
             for row in lost:
                 redo = con.execute(
                     "SELECT * FROM result WHERE workunit_id=? AND outcome='success'",
-                    (row["workunit_id"],)).fetchall()
+                    (row["workunit_id"],),
+                ).fetchall()
                 assert redo and all(r["host_id"] != victim_id for r in redo)
         finally:
             con.close()
@@ -152,11 +168,14 @@ def test_server_killed_and_restarted_mid_round(tmp_path: Path) -> None:
 
         def in_round_two() -> bool:
             job = server.job(job_id)
-            return job["current_round"] >= 2 and job["state"] == "running"
+            return bool(job["current_round"] >= 2 and job["state"] == "running")
 
         wait_until(in_round_two, 180, "round 2")
-        wait_until(lambda: server.api("GET", "/api/v1/status").json()["results_in_progress"], 60,
-                   "work in progress")
+        wait_until(
+            lambda: server.api("GET", "/api/v1/status").json()["results_in_progress"],
+            60,
+            "work in progress",
+        )
         server.kill(signal.SIGKILL)
         time.sleep(1.5)
         server.start()
@@ -165,5 +184,6 @@ def test_server_killed_and_restarted_mid_round(tmp_path: Path) -> None:
         assert [r["round"] for r in job["rounds"]] == [1, 2, 3, 4]
         _check_accounting(server, job_id)
         assert server.starts == 2
-        assert all(isinstance(c, ClientProcess) and c.proc and c.proc.poll() is None
-                   for c in clients), "clients survive a server outage"
+        assert all(
+            isinstance(c, ClientProcess) and c.proc and c.proc.poll() is None for c in clients
+        ), "clients survive a server outage"

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from safetensors.torch import load, save
 
@@ -29,6 +30,8 @@ from yadml_common.wire import REPORT_METADATA_KEY
 
 OPERATOR = "operator-secret-token"
 
+Client = TestClient[web.Request, web.Application]
+
 
 @pytest.fixture
 def config(tmp_path: Path) -> ServerConfig:
@@ -41,8 +44,9 @@ def config(tmp_path: Path) -> ServerConfig:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, config: ServerConfig) -> TestClient:  # type: ignore[type-arg]
-    return await aiohttp_client(create_app(config))
+async def client(aiohttp_client: Any, config: ServerConfig) -> Client:
+    c: Client = await aiohttp_client(create_app(config))
+    return c
 
 
 def op_headers() -> dict[str, str]:
@@ -53,14 +57,14 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def register(client: TestClient, name: str = "h1") -> tuple[int, str]:  # type: ignore[type-arg]
+async def register(client: Client, name: str = "h1") -> tuple[int, str]:
     r = await client.post("/api/v1/hosts", json={"name": name, "cpus": 2, "memory_mb": 2048})
     assert r.status == 201, await r.text()
     body = await r.json()
     return body["host_id"], body["host_token"]
 
 
-async def start_digits_job(client: TestClient, shards: int = 2, **spec: Any) -> int:  # type: ignore[type-arg]
+async def start_digits_job(client: Client, shards: int = 2, **spec: Any) -> int:
     """Submit a digits job and run the job start + transitioner by hand."""
     r = await client.post(
         "/api/v1/jobs",
@@ -69,7 +73,8 @@ async def start_digits_job(client: TestClient, shards: int = 2, **spec: Any) -> 
     )
     assert r.status == 201, await r.text()
     job_id = int((await r.json())["id"])
-    app = client.server.app
+    app = client.app
+    assert app is not None
     now = time.time()
     async with app[keys.SESSIONMAKER]() as session:
         job = await session.get(Job, job_id)
@@ -81,16 +86,23 @@ async def start_digits_job(client: TestClient, shards: int = 2, **spec: Any) -> 
     return job_id
 
 
-def make_result(weights: bytes, *, report: dict[str, Any] | None = None,
-                change: Callable[[dict[str, torch.Tensor]], None] | None = None) -> bytes:
+def make_result(
+    weights: bytes,
+    *,
+    report: dict[str, Any] | None = None,
+    change: Callable[[dict[str, torch.Tensor]], object] | None = None,
+) -> bytes:
     """A plausible trained result: the input weights nudged, with a training report."""
     tensors = load(weights)
     for t in tensors.values():
         t.add_(0.01)
     if change is not None:
         change(tensors)
-    meta = {REPORT_METADATA_KEY: json.dumps(
-        report or {"train_loss": 0.5, "samples": 100, "elapsed_s": 1.0, "epochs": 1})}
+    meta = {
+        REPORT_METADATA_KEY: json.dumps(
+            report or {"train_loss": 0.5, "samples": 100, "elapsed_s": 1.0, "epochs": 1}
+        )
+    }
     return save(tensors, metadata=meta)
 
 
@@ -103,7 +115,7 @@ class Unit:
     raw: dict[str, Any]
 
 
-async def fetch_unit(client: TestClient, token: str) -> Unit:  # type: ignore[type-arg]
+async def fetch_unit(client: Client, token: str) -> Unit:
     r = await client.post("/api/v1/work", json={"max_units": 1}, headers=bearer(token))
     assert r.status == 200, await r.text()
     units = (await r.json())["units"]
@@ -119,10 +131,13 @@ def db_snapshot(config: ServerConfig) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, plus the blob files: to prove a refusal changed nothing."""
     con = sqlite3.connect(config.state_dir / "yadml.db")
     try:
-        tables = [r[0] for r in con.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
-        snap = {t: sorted(map(tuple, con.execute(f'SELECT * FROM "{t}"')), key=repr)
-                for t in tables}
+        tables = [
+            r[0]
+            for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+        ]
+        snap = {
+            t: sorted(map(tuple, con.execute(f'SELECT * FROM "{t}"')), key=repr) for t in tables
+        }
     finally:
         con.close()
     snap["__blobs__"] = sorted((p.name,) for p in config.blobs_dir.glob("??/*"))

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import torch
-from aiohttp.test_utils import TestClient
 
 from tests.work_server.api.conftest import (
+    Client,
     bearer,
     db_snapshot,
     fetch_unit,
@@ -20,8 +20,6 @@ from tests.work_server.api.conftest import (
     start_digits_job,
 )
 from work_server.config import ServerConfig
-
-Client = TestClient  # type: ignore[type-arg]
 
 
 async def _expect(resp: Any, status: int, error: str | None = None) -> dict[str, Any]:
@@ -38,7 +36,9 @@ async def _expect(resp: Any, status: int, error: str | None = None) -> dict[str,
 async def test_register_and_bad_bodies(client: Client) -> None:
     host_id, token = await register(client)
     assert host_id >= 1 and len(token) >= 32
-    r = await client.post("/api/v1/hosts", data=b"{not json", headers={"Content-Type": "application/json"})
+    r = await client.post(
+        "/api/v1/hosts", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
     await _expect(r, 400, "invalid_json")
     r = await client.post("/api/v1/hosts", json={"name": "x", "runtimes": ["teleport"]})
     await _expect(r, 422, "invalid_body")
@@ -57,7 +57,9 @@ async def test_tokens_are_required(client: Client, config: ServerConfig) -> None
         await _expect(await client.put(unit.upload_url, data=body, headers=headers), 401)
         await _expect(await client.post("/api/v1/hosts/heartbeat", json={}, headers=headers), 401)
         await _expect(await client.get(unit.raw["inputs"][0]["url"], headers=headers), 401)
-        await _expect(await client.post("/api/v1/jobs", json={"dataset": "digits"}, headers=headers), 401)
+        await _expect(
+            await client.post("/api/v1/jobs", json={"dataset": "digits"}, headers=headers), 401
+        )
     assert db_snapshot(config) == before
 
 
@@ -79,9 +81,13 @@ async def test_work_unit_shape_and_blob_download(client: Client) -> None:
     assert full.headers["ETag"] == f'"{shard["sha256"]}"'
     part = await client.get(shard["url"], headers={**bearer(token), "Range": "bytes=0-7"})
     assert part.status == 206 and await part.read() == data[:8]
-    again = await client.get(shard["url"], headers={**bearer(token), "If-None-Match": f'"{shard["sha256"]}"'})
+    again = await client.get(
+        shard["url"], headers={**bearer(token), "If-None-Match": f'"{shard["sha256"]}"'}
+    )
     assert again.status == 304
-    await _expect(await client.get("/api/v1/blobs/..%2F..%2Fetc%2Fpasswd", headers=bearer(token)), 400)
+    await _expect(
+        await client.get("/api/v1/blobs/..%2F..%2Fetc%2Fpasswd", headers=bearer(token)), 400
+    )
     await _expect(await client.get("/api/v1/blobs/" + "0" * 64, headers=bearer(token)), 404)
     # no more work: told when to come back
     body = await _expect(await client.post("/api/v1/work", json={}, headers=bearer(token)), 200)
@@ -100,8 +106,11 @@ async def test_upload_accepted_and_idempotent(client: Client, config: ServerConf
     assert body["duplicate"] is True
     assert db_snapshot(config) == after_first  # counted once
     other = make_result(unit.weights, change=lambda t: next(iter(t.values())).add_(1.0))
-    await _expect(await client.put(unit.upload_url, data=other, headers=bearer(token)), 409,
-                  "different_reupload")
+    await _expect(
+        await client.put(unit.upload_url, data=other, headers=bearer(token)),
+        409,
+        "different_reupload",
+    )
     assert db_snapshot(config) == after_first
 
 
@@ -115,21 +124,27 @@ def _bad_bodies(weights: bytes) -> dict[str, bytes]:
         "truncated data": good[:-100],
         "huge header length": struct.pack("<Q", 2**40) + good[8:],
         "trailing garbage": good + b"\x00" * 16,
-        "wrong shape": make_result(weights, change=lambda t: t.__setitem__(
-            "fc2.bias", torch.zeros(11))),
-        "wrong dtype": make_result(weights, change=lambda t: t.__setitem__(
-            "fc2.bias", t["fc2.bias"].double())),
-        "extra tensor": make_result(weights, change=lambda t: t.__setitem__(
-            "backdoor", torch.zeros(3))),
+        "wrong shape": make_result(
+            weights, change=lambda t: t.__setitem__("fc2.bias", torch.zeros(11))
+        ),
+        "wrong dtype": make_result(
+            weights, change=lambda t: t.__setitem__("fc2.bias", t["fc2.bias"].double())
+        ),
+        "extra tensor": make_result(
+            weights, change=lambda t: t.__setitem__("backdoor", torch.zeros(3))
+        ),
         "missing tensor": make_result(weights, change=lambda t: t.pop("fc2.bias")),
-        "nan weights": make_result(weights, change=lambda t: t["conv1.weight"].view(-1)[0].fill_(
-            float("nan"))),
+        "nan weights": make_result(
+            weights, change=lambda t: t["conv1.weight"].view(-1)[0].fill_(float("nan"))
+        ),
         "inf weights": make_result(weights, change=lambda t: t["fc1.bias"].fill_(float("inf"))),
         "bad report": make_result(weights, report={"train_loss": "low"}),
     }
 
 
-async def test_invalid_uploads_are_refused_and_change_nothing(client: Client, config: ServerConfig) -> None:
+async def test_invalid_uploads_are_refused_and_change_nothing(
+    client: Client, config: ServerConfig
+) -> None:
     await start_digits_job(client)
     _, token = await register(client)
     unit = await fetch_unit(client, token)
@@ -140,11 +155,15 @@ async def test_invalid_uploads_are_refused_and_change_nothing(client: Client, co
         assert body["error"] == "invalid_result", (name, body)
         assert db_snapshot(config) == before, f"{name} changed the database"
     # and the unit can still be completed properly afterwards
-    await _expect(await client.put(unit.upload_url, data=make_result(unit.weights),
-                                   headers=bearer(token)), 200)
+    await _expect(
+        await client.put(unit.upload_url, data=make_result(unit.weights), headers=bearer(token)),
+        200,
+    )
 
 
-async def test_oversized_upload_refused_before_reading(client: Client, config: ServerConfig) -> None:
+async def test_oversized_upload_refused_before_reading(
+    client: Client, config: ServerConfig
+) -> None:
     await start_digits_job(client)
     _, token = await register(client)
     unit = await fetch_unit(client, token)
@@ -167,10 +186,19 @@ async def test_someone_elses_and_unknown_results(client: Client, config: ServerC
     unit = await fetch_unit(client, token)
     before = db_snapshot(config)
     good = make_result(unit.weights)
-    await _expect(await client.put(unit.upload_url, data=good, headers=bearer(intruder)), 403,
-                  "not_your_result")
-    await _expect(await client.post(f"/api/v1/results/{unit.result_id}/failure",
-                                    json={"reason": "crash"}, headers=bearer(intruder)), 403)
+    await _expect(
+        await client.put(unit.upload_url, data=good, headers=bearer(intruder)),
+        403,
+        "not_your_result",
+    )
+    await _expect(
+        await client.post(
+            f"/api/v1/results/{unit.result_id}/failure",
+            json={"reason": "crash"},
+            headers=bearer(intruder),
+        ),
+        403,
+    )
     await _expect(await client.put("/api/v1/results/999999", data=good, headers=bearer(token)), 404)
     await _expect(await client.put("/api/v1/results/abc", data=good, headers=bearer(token)), 400)
     assert db_snapshot(config) == before
@@ -183,22 +211,38 @@ async def test_no_longer_wanted_is_gone(client: Client, config: ServerConfig) ->
     from work_server import keys
     from work_server.daemons import aggregator
 
-    app = client.server.app
-    r = await client.post(f"/api/v1/jobs/{job_id}/cancel",
-                          headers={"Authorization": "Bearer operator-secret-token"})
+    app = client.app
+    assert app is not None
+    r = await client.post(
+        f"/api/v1/jobs/{job_id}/cancel", headers={"Authorization": "Bearer operator-secret-token"}
+    )
     assert r.status == 200
     import time
 
     async with app[keys.SESSIONMAKER]() as session:
-        await aggregator.run_once(session, time.time(), blobs=app[keys.BLOBS],
-                                  runs_dir=config.runs_dir, data_dir=None, fashion_dir=None)
-    hb = await _expect(await client.post("/api/v1/hosts/heartbeat",
-                                         json={"running": [{"result_id": unit.result_id}]},
-                                         headers=bearer(token)), 200)
+        await aggregator.run_once(
+            session,
+            time.time(),
+            blobs=app[keys.BLOBS],
+            runs_dir=config.runs_dir,
+            data_dir=None,
+            fashion_dir=None,
+        )
+    hb = await _expect(
+        await client.post(
+            "/api/v1/hosts/heartbeat",
+            json={"running": [{"result_id": unit.result_id}]},
+            headers=bearer(token),
+        ),
+        200,
+    )
     assert hb["abort"] == [unit.result_id]
     before = db_snapshot(config)
-    await _expect(await client.put(unit.upload_url, data=make_result(unit.weights),
-                                   headers=bearer(token)), 410, "result_not_wanted")
+    await _expect(
+        await client.put(unit.upload_url, data=make_result(unit.weights), headers=bearer(token)),
+        410,
+        "result_not_wanted",
+    )
     assert db_snapshot(config) == before
 
 
@@ -208,12 +252,16 @@ async def test_failure_report(client: Client) -> None:
     unit = await fetch_unit(client, token)
     url = f"/api/v1/results/{unit.result_id}/failure"
     await _expect(await client.post(url, json={"reason": "martians"}, headers=bearer(token)), 422)
-    r = await client.post(url, json={"reason": "crash", "detail": "segfault"}, headers=bearer(token))
+    r = await client.post(
+        url, json={"reason": "crash", "detail": "segfault"}, headers=bearer(token)
+    )
     assert r.status == 200 and (await r.json())["recorded"] is True
     r = await client.post(url, json={"reason": "crash"}, headers=bearer(token))
     assert r.status == 200 and (await r.json())["recorded"] is False  # idempotent
-    await _expect(await client.put(unit.upload_url, data=make_result(unit.weights),
-                                   headers=bearer(token)), 410)
+    await _expect(
+        await client.put(unit.upload_url, data=make_result(unit.weights), headers=bearer(token)),
+        410,
+    )
 
 
 @pytest.mark.parametrize("path", ["/api/v1/openapi.json", "/healthz", "/metrics", "/api/v1/status"])
