@@ -23,19 +23,10 @@ httpx exceptions never escape :mod:`volunteer_client.api`; they are mapped there
 
 from __future__ import annotations
 
-from typing import Literal
+from yadml_common import wire
 
 #: The failure reasons of :class:`yadml_common.wire.FailureReport`.
-FailureReason = Literal[
-    "download_error",
-    "executor_error",
-    "timeout",
-    "out_of_memory",
-    "crash",
-    "aborted",
-    "invalid_input",
-    "other",
-]
+FailureReason = wire.FailureReason
 
 __all__ = [
     "ExecutionFailed",

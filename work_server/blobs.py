@@ -7,10 +7,10 @@ a half-written file is never visible (write to a temp file, fsync, rename).
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from work_server.fsutil import atomic_write
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -34,17 +34,7 @@ class BlobStore:
         dest = self.path(sha)
         if dest.is_file():
             return sha
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(dest, data)
         return sha
 
     def get(self, sha256: str) -> bytes:

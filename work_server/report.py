@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,20 +26,9 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from work_server.fsutil import atomic_write
+
 __all__ = ["write_report"]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _png(fig: Figure) -> bytes:
@@ -115,6 +102,6 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2, sort_keys=False, default=str)
-    _atomic_write(run_dir / "report.json", text.encode() + b"\n")
-    _atomic_write(run_dir / "accuracy.png", _png(_accuracy_figure(report)))
-    _atomic_write(run_dir / "confusion.png", _png(_confusion_figure(report)))
+    atomic_write(run_dir / "report.json", text.encode() + b"\n")
+    atomic_write(run_dir / "accuracy.png", _png(_accuracy_figure(report)))
+    atomic_write(run_dir / "confusion.png", _png(_confusion_figure(report)))

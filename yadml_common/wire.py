@@ -118,17 +118,20 @@ class WorkResponse(WireModel):
     retry_after_s: float = Field(ge=0)
 
 
+FailureReason = Literal[
+    "download_error",
+    "executor_error",
+    "timeout",
+    "out_of_memory",
+    "crash",
+    "aborted",
+    "invalid_input",
+    "other",
+]
+
+
 class FailureReport(WireModel):
-    reason: Literal[
-        "download_error",
-        "executor_error",
-        "timeout",
-        "out_of_memory",
-        "crash",
-        "aborted",
-        "invalid_input",
-        "other",
-    ]
+    reason: FailureReason
     detail: str = Field(default="", max_length=16384)
 
 
@@ -171,13 +174,50 @@ class SplitSpec(WireModel):
 
 
 class MergeSpec(WireModel):
-    method: Literal["simple_average", "median", "trimmed_mean", "regularized"] = "simple_average"
+    """How a round's canonical results are combined (``work_server.merge``).
+
+    Order of operations in the aggregator: screening (``screen_norm_ratio``) drops outlying
+    updates, clipping (``clip_norm``) bounds the rest, then ``method`` combines them.
+    """
+
+    method: Literal[
+        "simple_average", "median", "trimmed_mean", "regularized", "krum", "multi_krum"
+    ] = "simple_average"
     trim_ratio: float = Field(default=0.1, ge=0, lt=0.5, description="trimmed_mean: cut per side")
     factor: float = Field(
         default=0.5,
         ge=0,
         le=1,
         description="regularized: new = factor*previous + (1-factor)*sample-weighted average",
+    )
+    byzantine_f: int | None = Field(
+        default=None,
+        ge=0,
+        le=498,
+        description="krum/multi_krum: assumed Byzantine updates per round; default "
+        "floor((K-3)/2) for K updates; lowered to that when a round has too few updates",
+    )
+    multi_krum_m: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="multi_krum: how many lowest-score updates are averaged; default and "
+        "at most K - f",
+    )
+    clip_norm: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="any method: clip each update's delta from the previous weights to this "
+        "L2 norm (over all float tensors) before merging; None = off",
+    )
+    screen_norm_ratio: float | None = Field(
+        default=None,
+        ge=1,
+        allow_inf_nan=False,
+        description="any method: reject (as invalid) updates whose delta norm exceeds this "
+        "times the round's median delta norm (rounds of 3+ updates), and non-finite ones; "
+        "None = off",
     )
 
 

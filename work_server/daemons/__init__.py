@@ -13,14 +13,15 @@ lost connection) is raised, the scheduler logs and records it, and the next run 
 from __future__ import annotations
 
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from work_server.db.models import DaemonRun
+from work_server.db.models import DaemonRun, WorkUnit
 
 #: Exceptions that mean "try again later" rather than "this item is broken".
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, DBAPIError)
 
-__all__ = ["TRANSIENT_ERRORS", "record_run"]
+__all__ = ["TRANSIENT_ERRORS", "fresh_workunit", "record_run"]
 
 
 async def record_run(
@@ -35,3 +36,14 @@ async def record_run(
         row.last_error = error
         session.add(row)
     await session.commit()
+
+
+async def fresh_workunit(session: AsyncSession, wu_id: int) -> WorkUnit | None:
+    """The work unit as the database has it now (not a stale copy from the session)."""
+    return (
+        await session.exec(
+            select(WorkUnit)
+            .where(col(WorkUnit.id) == wu_id)
+            .execution_options(populate_existing=True)
+        )
+    ).one_or_none()

@@ -28,7 +28,7 @@ from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from work_server.daemons import record_run
+from work_server.daemons import fresh_workunit, record_run
 from work_server.db.models import (
     FAR_FUTURE,
     Host,
@@ -75,13 +75,7 @@ async def run_once(session: AsyncSession, now: float, *, batch_size: int = 200) 
 
 async def transition(session: AsyncSession, wu_id: int, now: float) -> None:
     """One work unit's transition (no commit)."""
-    wu = (
-        await session.exec(
-            select(WorkUnit)
-            .where(col(WorkUnit.id) == wu_id)
-            .execution_options(populate_existing=True)
-        )
-    ).one_or_none()
+    wu = await fresh_workunit(session, wu_id)
     if wu is None:
         return
     old_transition_time = wu.transition_time

@@ -44,7 +44,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.blobs import BlobStore
-from work_server.daemons import record_run
+from work_server.daemons import fresh_workunit, record_run
 from work_server.db.models import (
     Host,
     Outcome,
@@ -204,13 +204,7 @@ async def run_once(
 
 async def validate(session: AsyncSession, wu_id: int, now: float, *, blobs: BlobStore) -> None:
     """Validate one work unit (no commit)."""
-    wu = (
-        await session.exec(
-            select(WorkUnit)
-            .where(col(WorkUnit.id) == wu_id)
-            .execution_options(populate_existing=True)
-        )
-    ).one_or_none()
+    wu = await fresh_workunit(session, wu_id)
     if wu is None:
         return
     active = wu.state == WorkUnitState.active
