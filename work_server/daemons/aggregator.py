@@ -17,6 +17,10 @@ One run, in this order, each item in its own transaction:
    created from the new weights or the job completes (``model_sha256`` = final weights, also
    recorded as blob kind ``model``). A round whose work units all failed fails the job.
    The report (``runs_dir/<job id>/report.json`` + plots) is rewritten after every round.
+   With ``merge.screen_norm_ratio`` set, the canonical results are screened first
+   (``work_server.merge.screening``): rejected ones are left out of the merge and become
+   ``outcome=validate_error, validate_state=invalid, error_reason='screened'`` with the reason
+   in ``error_detail``; their hosts get ``results_invalid + 1`` and ``consecutive_valid = 0``.
 
 Merging and evaluating run in a worker thread; the database is written only afterwards.
 """
@@ -37,6 +41,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from work_server.blobs import BlobStore
 from work_server.daemons import TRANSIENT_ERRORS, record_run
 from work_server.db.models import (
+    Host,
     Job,
     JobState,
     Outcome,
@@ -44,10 +49,11 @@ from work_server.db.models import (
     Round,
     RoundState,
     ServerState,
+    ValidateState,
     WorkUnit,
     WorkUnitState,
 )
-from work_server.merge import Update, get_policy
+from work_server.merge import Update, get_policy, screen_updates
 from work_server.ml.evaluate import Evaluation, evaluate
 from work_server.ml.shards import decode_shard, decode_weights, encode_weights
 from work_server.report import write_report
@@ -83,6 +89,7 @@ METRIC_KEYS = (
 class _Merged:
     weights: bytes
     evaluation: Evaluation
+    screened: list[tuple[int, str]]  # (result id, reason) of results left out by screening
 
 
 async def run_once(
@@ -237,20 +244,29 @@ def _merge_and_evaluate(
     spec: JobSpec,
     info: dict[str, Any],
     previous_sha: str,
-    canonical: list[tuple[str, int]],
+    canonical: list[tuple[int, str, int]],
     blobs: BlobStore,
 ) -> _Merged:
-    """Blocking: merge the canonical results, evaluate the merged weights on the test set."""
+    """Blocking: screen (if enabled) and merge the canonical results ``(result id, sha,
+    num_samples)``, evaluate the merged weights on the test set."""
     previous = decode_weights(blobs.get(previous_sha))
     updates = [
-        Update(weights=decode_weights(blobs.get(sha)), num_samples=n) for sha, n in canonical
+        Update(weights=decode_weights(blobs.get(sha)), num_samples=n) for _, sha, n in canonical
     ]
+    screened: list[tuple[int, str]] = []
+    ratio = spec.merge.screen_norm_ratio
+    if ratio is not None:
+        kept, rejected = screen_updates(updates, previous, max_ratio=ratio)
+        if not kept:
+            raise ValueError("screening rejected every update")
+        screened = [(canonical[i][0], reason) for i, reason in rejected]
+        updates = [updates[i] for i in kept]
     merged = get_policy(spec.merge).merge(updates, previous)
     images, labels = decode_shard(blobs.get(info[INFO_TEST_SHA256]))
     evaluation = evaluate(
         spec.model, merged, images, labels, num_classes=int(info.get(INFO_NUM_CLASSES, 10))
     )
-    return _Merged(weights=encode_weights(merged), evaluation=evaluation)
+    return _Merged(weights=encode_weights(merged), evaluation=evaluation, screened=screened)
 
 
 async def _maybe_close_round(
@@ -293,13 +309,15 @@ async def _maybe_close_round(
 
     canonical_rows = (
         await session.exec(
-            select(Result.output_sha256, WorkUnit.num_samples)
+            select(Result.id, Result.output_sha256, WorkUnit.num_samples)
             .join(Result, col(Result.id) == col(WorkUnit.canonical_result_id))
             .where(col(WorkUnit.round_id) == round_id, col(WorkUnit.state) == WorkUnitState.done)
             .order_by(col(WorkUnit.shard_index))
         )
     ).all()
-    canonical = [(sha, n) for sha, n in canonical_rows if sha is not None]
+    canonical = [
+        (rid, sha, n) for rid, sha, n in canonical_rows if rid is not None and sha is not None
+    ]
     try:
         merged = await asyncio.to_thread(
             _merge_and_evaluate, spec, dict(job.info), rnd.weights_sha256, canonical, blobs
@@ -333,6 +351,7 @@ async def _maybe_close_round(
         .values(server_state=ServerState.over, outcome=Outcome.didnt_need)
         .execution_options(synchronize_session=False)
     )
+    await _mark_screened(session, merged.screened)
     outcomes: dict[str, int] = {
         outcome: n
         for outcome, n in (
@@ -384,6 +403,34 @@ async def _maybe_close_round(
         await create_round(session, job, rnd.number + 1, new_sha, now)
     await session.commit()
     return job_id
+
+
+async def _mark_screened(session: AsyncSession, screened: list[tuple[int, str]]) -> None:
+    """Screened-out canonical results -> invalid, their hosts' counters as the validator's
+    for an invalid result. No commit."""
+    for result_id, reason in screened:
+        log.info("result %s screened out of the merge: %s", result_id, reason)
+        changed = await session.exec(
+            update(Result)
+            .where(col(Result.id) == result_id, col(Result.outcome) == Outcome.success)
+            .values(
+                outcome=Outcome.validate_error,
+                validate_state=ValidateState.invalid,
+                error_reason="screened",
+                error_detail=reason,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        host_id = (
+            await session.exec(select(Result.host_id).where(col(Result.id) == result_id))
+        ).one_or_none()
+        if changed.rowcount == 1 and host_id is not None:
+            await session.exec(
+                update(Host)
+                .where(col(Host.id) == host_id)
+                .values(results_invalid=col(Host.results_invalid) + 1, consecutive_valid=0)
+                .execution_options(synchronize_session=False)
+            )
 
 
 # ----------------------------------------------------------------------------- report

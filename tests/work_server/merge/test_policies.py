@@ -12,7 +12,7 @@ from work_server.merge.simple_average import weighted_mean
 from work_server.merge.trimmed_mean import coordinate_trimmed_mean
 from yadml_common.wire import MergeSpec
 
-ALL_METHODS = ["simple_average", "median", "trimmed_mean", "regularized"]
+ALL_METHODS = ["simple_average", "median", "trimmed_mean", "regularized", "krum", "multi_krum"]
 
 
 def _u(w: float, b: list[float], n: int, count: int = 0) -> Update:
