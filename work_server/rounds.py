@@ -12,11 +12,13 @@ crash never leaves half a round behind.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -26,6 +28,8 @@ from work_server.db.models import Blob, Job, JobState, Round, WorkUnit
 from work_server.ml.datasets import load_dataset
 from work_server.ml.shards import encode_shard, encode_weights
 from work_server.ml.split import split_indices
+from work_server.ml.uploaded import decode_dataset
+from work_server.services import trust
 from yadml_common.nn import initial_state
 from yadml_common.wire import JobSpec, TaskConfig
 
@@ -84,7 +88,21 @@ def _prepare(
     spec: JobSpec, blobs: BlobStore, data_dir: Path | None, fashion_dir: Path | None
 ) -> _Prepared:
     """Load, split, encode and store everything a job needs (blocking: run in a thread)."""
-    dataset = load_dataset(spec.dataset, data_dir=data_dir, fashion_dir=fashion_dir)
+    if spec.dataset == "upload":
+        if spec.dataset_sha256 is None or not blobs.exists(spec.dataset_sha256):
+            raise JobStartError(f"uploaded dataset {spec.dataset_sha256} is not stored")
+        dataset = decode_dataset(blobs.get(spec.dataset_sha256))
+    else:
+        dataset = load_dataset(spec.dataset, data_dir=data_dir, fashion_dir=fashion_dir)
+    if spec.train_subset is not None and spec.train_subset < len(dataset.train_labels):
+        # a seeded random subset, in the original order, before the split
+        n = len(dataset.train_labels)
+        keep = np.sort(np.random.default_rng(spec.seed).permutation(n)[: spec.train_subset])
+        dataset = dataclasses.replace(
+            dataset,
+            train_images=dataset.train_images[keep],
+            train_labels=dataset.train_labels[keep],
+        )
     parts = split_indices(dataset.train_labels, spec.shards, spec.split, spec.seed)
     if len(parts) != spec.shards:
         raise JobStartError(f"split produced {len(parts)} shards, expected {spec.shards}")
@@ -149,6 +167,7 @@ async def start_job(
     meanwhile (the caller rolls back). Does not commit.
     """
     spec = JobSpec.model_validate(job.spec)
+    await session.commit()  # nothing written yet: free the connection while preparing data
     prep = await asyncio.to_thread(_prepare, spec, blobs, data_dir, fashion_dir)
     for sha, size in zip(prep.shard_sha256, prep.shard_bytes, strict=True):
         await ensure_blob_row(session, sha, size, "shard", now)
@@ -208,6 +227,10 @@ async def create_round(
     min_quorum = rep.min_quorum
     target = max(rep.target_nresults, min_quorum)
     max_total = max(rep.max_total_results, target)
+    quorum_if_replicated = trust.adaptive_quorum(rep.min_quorum)
+    if rep.adaptive:  # unreplicated until dispatch decides otherwise (services/trust.py)
+        min_quorum, target = 1, 1
+        max_total = max(rep.max_total_results, quorum_if_replicated + 1)
 
     rnd = Round(
         job_id=job.id,
@@ -248,6 +271,10 @@ async def create_round(
                 max_output_bytes=max_output,
                 transition_time=now,
                 created_at=now,
+                adaptive=rep.adaptive,
+                adaptive_quorum=quorum_if_replicated,
+                trust_threshold=rep.trust_threshold,
+                spot_check_rate=rep.spot_check_rate,
             )
         )
     job.current_round = number

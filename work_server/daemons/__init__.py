@@ -21,7 +21,15 @@ from work_server.db.models import DaemonRun, WorkUnit
 #: Exceptions that mean "try again later" rather than "this item is broken".
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, DBAPIError)
 
-__all__ = ["TRANSIENT_ERRORS", "fresh_workunit", "record_run"]
+__all__ = ["TRANSIENT_ERRORS", "fresh_workunit", "record_run", "release_connection"]
+
+
+async def release_connection(session: AsyncSession) -> None:
+    """End the current (read-only) transaction before slow work in a thread, so the database
+    connection goes back to the pool meanwhile: SQLite runs on a single connection (see
+    ``db/engine.py``) and the API must not wait for a merge or a plot. Callers re-read what
+    they write with conditional updates, so nothing relies on the earlier snapshot."""
+    await session.commit()
 
 
 async def record_run(

@@ -39,7 +39,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.blobs import BlobStore
-from work_server.daemons import TRANSIENT_ERRORS, record_run
+from work_server.daemons import TRANSIENT_ERRORS, record_run, release_connection
 from work_server.db.models import (
     Host,
     Job,
@@ -66,6 +66,7 @@ from work_server.rounds import (
     ensure_blob_row,
     start_job,
 )
+from work_server.services import trust
 from yadml_common.wire import JobSpec, RoundMetrics
 
 NAME = "aggregator"
@@ -318,6 +319,7 @@ async def _maybe_close_round(
     canonical = [
         (rid, sha, n) for rid, sha, n in canonical_rows if rid is not None and sha is not None
     ]
+    await release_connection(session)
     try:
         merged = await asyncio.to_thread(
             _merge_and_evaluate, spec, dict(job.info), rnd.weights_sha256, canonical, blobs
@@ -421,9 +423,12 @@ async def _mark_screened(session: AsyncSession, screened: list[tuple[int, str]])
             )
             .execution_options(synchronize_session=False)
         )
-        host_id = (
-            await session.exec(select(Result.host_id).where(col(Result.id) == result_id))
+        owner = (
+            await session.exec(
+                select(Result.host_id, Result.runtime).where(col(Result.id) == result_id)
+            )
         ).one_or_none()
+        host_id, runtime = owner if owner is not None else (None, None)
         if changed.rowcount == 1 and host_id is not None:
             await session.exec(
                 update(Host)
@@ -431,6 +436,7 @@ async def _mark_screened(session: AsyncSession, screened: list[tuple[int, str]])
                 .values(results_invalid=col(Host.results_invalid) + 1, consecutive_valid=0)
                 .execution_options(synchronize_session=False)
             )
+            await trust.record_invalid(session, host_id, runtime)
 
 
 # ----------------------------------------------------------------------------- report
@@ -491,6 +497,7 @@ async def _write_report(
     if report is None:
         return None
     run_dir = runs_dir / str(job_id)
+    await release_connection(session)
     try:
         t0 = time.perf_counter()
         await asyncio.to_thread(write_report, run_dir, report)

@@ -44,7 +44,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.blobs import BlobStore
-from work_server.daemons import fresh_workunit, record_run
+from work_server.daemons import fresh_workunit, record_run, release_connection
 from work_server.db.models import (
     Host,
     Outcome,
@@ -53,6 +53,7 @@ from work_server.db.models import (
     WorkUnit,
     WorkUnitState,
 )
+from work_server.services import trust
 
 NAME = "validator"
 log = logging.getLogger(__name__)
@@ -233,18 +234,23 @@ async def validate(session: AsyncSession, wu_id: int, now: float, *, blobs: Blob
         else:
             canonical = (-1, None)  # failed/cancelled: nothing to compare with
 
+    await release_connection(session)
     verdicts = (
         await asyncio.to_thread(_decide, wu, candidates, canonical, blobs)
         if candidates
         else _Verdicts(bad={}, valid=[], invalid=[], inconclusive=[], too_late=[])
     )
-    hosts = dict(
-        (
+    owners = {
+        rid: (host_id, runtime)
+        for rid, host_id, runtime in (
             await session.exec(
-                select(Result.id, Result.host_id).where(col(Result.workunit_id) == wu_id)
+                select(Result.id, Result.host_id, Result.runtime).where(
+                    col(Result.workunit_id) == wu_id
+                )
             )
         ).all()
-    )
+    }
+    hosts = {rid: host_id for rid, (host_id, _) in owners.items()}
     credit = wu.num_samples * int(wu.task.get("local_epochs", 1)) * CREDIT_PER_SAMPLE_EPOCH
 
     for rid, reason in verdicts.bad.items():
@@ -260,12 +266,15 @@ async def validate(session: AsyncSession, wu_id: int, now: float, *, blobs: Blob
         )
         if changed:
             await _host_invalid(session, hosts.get(rid))
+            await trust.record_invalid(session, *owners.get(rid, (None, None)))
     for rid in verdicts.invalid:
         if await _set_result(session, rid, states, validate_state=ValidateState.invalid):
             await _host_invalid(session, hosts.get(rid))
+            await trust.record_invalid(session, *owners.get(rid, (None, None)))
     for rid in verdicts.valid:
         if await _set_result(session, rid, states, validate_state=ValidateState.valid):
             await _host_valid(session, hosts.get(rid), credit)
+            await trust.record_valid(session, *owners.get(rid, (None, None)))
     for rid in verdicts.inconclusive:
         await _set_result(session, rid, states, validate_state=ValidateState.inconclusive)
     for rid in verdicts.too_late:

@@ -18,18 +18,23 @@ def sqlite_url(state_dir: Path) -> str:
 
 
 def make_engine(url: str) -> AsyncEngine:
-    """An engine with SQLite tuned for one writer and many readers (WAL, busy timeout)."""
-    engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
-    if url.startswith("sqlite"):
+    """An engine for ``url``. SQLite gets a single pooled connection: SQLite allows one writer
+    at a time, and several connections racing for its lock spend their time in its busy
+    handler (measured: p99 latency of seconds under load). One connection turns that into an
+    orderly asyncio queue; code must not hold a session across slow work (see
+    ``daemons.release_connection``)."""
+    if not url.startswith("sqlite"):
+        return create_async_engine(url, pool_pre_ping=True)
+    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
 
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=10000")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
+    @event.listens_for(engine.sync_engine, "connect")
+    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
 
     return engine
 
