@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 API_PREFIX = "/api/v1"
 
@@ -29,6 +29,8 @@ Runtime = Literal["process", "docker", "vm"]
 RUNTIMES: tuple[Runtime, ...] = ("process", "docker", "vm")
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+#: A container image named by digest: an image id ``sha256:<hex>`` or ``name@sha256:<hex>``.
+IMAGE_DIGEST_PATTERN = r"^([a-z0-9][a-z0-9._/:-]*@)?sha256:[0-9a-f]{64}$"
 ShortText = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -101,7 +103,21 @@ class UploadSpec(WireModel):
     max_bytes: int = Field(ge=1)
 
 
+Fingerprint = Annotated[str, Field(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")]
+Base64 = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]*={0,2}$", max_length=256)]
+
+
+class WorkSignature(WireModel):
+    """Ed25519 signature of a work unit's manifest (``yadml_common.signing``)."""
+
+    algorithm: Literal["ed25519"] = "ed25519"
+    key_fingerprint: Fingerprint
+    value: Base64
+
+
 class WorkUnitAssignment(WireModel):
+    """One unit of work. Everything but ``signature`` is its signed manifest."""
+
     result_id: int
     workunit_id: int
     job_id: int
@@ -111,6 +127,9 @@ class WorkUnitAssignment(WireModel):
     inputs: list[WorkInput]
     task: TaskConfig
     upload: UploadSpec
+    #: docker runtime: the worker image by digest (``sha256:<id>`` or ``name@sha256:<digest>``)
+    image: str | None = Field(default=None, max_length=256, pattern=IMAGE_DIGEST_PATTERN)
+    signature: WorkSignature | None = None
 
 
 class WorkResponse(WireModel):
@@ -135,8 +154,12 @@ class FailureReport(WireModel):
     detail: str = Field(default="", max_length=16384)
 
 
+#: a database row id sent by a client: bounded so it fits a 64-bit SQL INTEGER
+RowId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
 class RunningUnit(WireModel):
-    result_id: int
+    result_id: RowId
     fraction_done: float = Field(default=0.0, ge=0, le=1)
 
 
@@ -146,6 +169,30 @@ class HeartbeatRequest(WireModel):
 
 class HeartbeatResponse(WireModel):
     abort: list[int]
+
+
+class ProjectKey(WireModel):
+    """A public key of the project. A key made by ``yadml-server key rotate`` carries an
+    endorsement: its raw public key signed by the key it replaced."""
+
+    fingerprint: Fingerprint
+    public_key: Base64 = Field(description="raw 32-byte Ed25519 public key, base64")
+    current: bool
+    endorsed_by: Fingerprint | None = None
+    endorsement: Base64 | None = None
+
+
+class ProjectInfo(WireModel):
+    """``GET /api/v1/project``: what a client pins when it attaches."""
+
+    name: str
+    fingerprint: Fingerprint = Field(description="fingerprint of the current signing key")
+    public_keys: list[ProjectKey]
+
+
+class HostBanStatus(WireModel):
+    host_id: int
+    banned: bool
 
 
 class UploadAccepted(WireModel):
@@ -228,10 +275,20 @@ class ReplicationPolicy(WireModel):
     max_total_results: int = Field(default=6, ge=1, le=100)
     delay_bound_s: float = Field(default=600.0, gt=0, le=30 * 86400)
     tolerance: float = Field(default=1e-4, ge=0, le=1, description="relative replica tolerance")
+    adaptive: bool = Field(
+        default=False,
+        description="BOINC adaptive replication: work units start unreplicated; a claim by a "
+        "host that is not trusted for the runtime (fewer than trust_threshold consecutive "
+        "valid results), or a random spot check, raises the unit to max(2, min_quorum) replicas",
+    )
+    trust_threshold: int = Field(default=10, ge=1, le=10000)
+    spot_check_rate: float = Field(default=0.1, ge=0, le=1)
 
 
 class JobSpec(WireModel):
-    dataset: Literal["mnist", "fashion-mnist", "digits"]
+    dataset: Literal["mnist", "fashion-mnist", "digits", "upload"]
+    #: with ``dataset = "upload"``: the sha256 of a dataset uploaded from the web pages
+    dataset_sha256: Sha256 | None = None
     model: Literal["lenet"] = "lenet"
     shards: int = Field(default=4, ge=1, le=1000)
     split: SplitSpec = Field(default_factory=SplitSpec)
@@ -254,6 +311,18 @@ class JobSpec(WireModel):
     round_timeout_s: float | None = Field(
         default=None, gt=0, description="round deadline; default 2 x delay_bound_s"
     )
+    train_subset: int | None = Field(
+        default=None,
+        ge=1,
+        description="use only this many training samples (a seeded random subset, taken "
+        "before splitting); None = all. For small benchmarks and demos",
+    )
+
+    @model_validator(mode="after")
+    def _uploaded_dataset(self) -> JobSpec:
+        if (self.dataset == "upload") != (self.dataset_sha256 is not None):
+            raise ValueError('dataset_sha256 is required with dataset "upload", and only then')
+        return self
 
 
 class RoundMetrics(WireModel):
@@ -292,6 +361,21 @@ class JobList(WireModel):
     jobs: list[JobStatus]
 
 
+class HostTrust(WireModel):
+    """Adaptive-replication state of one (host, runtime) pair (``work_server.services.trust``)."""
+
+    host_id: int
+    name: str
+    runtime: str
+    consecutive_valid: int
+    valid: int
+    invalid: int
+    error: int
+    daily_quota: int
+    quota_used_today: int
+    trusted: bool
+
+
 class ServerStatus(WireModel):
     hosts_total: int
     hosts_active: int
@@ -301,3 +385,6 @@ class ServerStatus(WireModel):
     results_over: dict[str, int]
     results_last_hour: int
     daemons: dict[str, datetime | None]
+    #: (host, runtime) pairs trusted for adaptive replication / all pairs with a record
+    hosts_trusted: int = 0
+    host_trust: list[HostTrust] = Field(default_factory=list)

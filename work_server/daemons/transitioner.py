@@ -39,6 +39,7 @@ from work_server.db.models import (
     WorkUnit,
     WorkUnitState,
 )
+from work_server.services import trust
 
 NAME = "transitioner"
 
@@ -83,14 +84,14 @@ async def transition(session: AsyncSession, wu_id: int, now: float) -> None:
     # 1. timeouts
     timed_out = (
         await session.exec(
-            select(Result.id, Result.host_id).where(
+            select(Result.id, Result.host_id, Result.runtime).where(
                 col(Result.workunit_id) == wu_id,
                 col(Result.server_state) == ServerState.in_progress,
                 col(Result.deadline) <= now,
             )
         )
     ).all()
-    for result_id, host_id in timed_out:
+    for result_id, host_id, runtime in timed_out:
         changed = await session.exec(
             update(Result)
             .where(
@@ -104,9 +105,10 @@ async def transition(session: AsyncSession, wu_id: int, now: float) -> None:
             await session.exec(
                 update(Host)
                 .where(col(Host.id) == host_id)
-                .values(results_error=col(Host.results_error) + 1)
+                .values(results_error=col(Host.results_error) + 1, consecutive_valid=0)
                 .execution_options(synchronize_session=False)
             )
+            await trust.record_error(session, host_id, runtime)
 
     results = (
         await session.exec(

@@ -123,6 +123,13 @@ class WorkUnit(SQLModel, table=True):
     canonical_result_id: int | None = None
     error: str | None = None
     created_at: float
+    #: adaptive replication (``work_server.services.trust``): the unit starts with
+    #: ``min_quorum = target_nresults = 1``; dispatch raises both to ``adaptive_quorum`` when an
+    #: untrusted host claims it (or on a random spot check)
+    adaptive: bool = False
+    adaptive_quorum: int = 2
+    trust_threshold: int = 10
+    spot_check_rate: float = 0.0
 
 
 class Result(SQLModel, table=True):
@@ -171,6 +178,23 @@ class Host(SQLModel, table=True):
     credit: float = 0.0
 
 
+class HostRuntimeTrust(SQLModel, table=True):
+    """Per (host, runtime) reliability, BOINC's ``host_app_version``: the basis of adaptive
+    replication and of the daily quota (``work_server.services.trust``). ``Host`` keeps the
+    totals over all runtimes."""
+
+    host_id: int = Field(foreign_key="host.id", primary_key=True)
+    runtime: str = Field(primary_key=True)
+    consecutive_valid: int = 0
+    valid: int = 0
+    invalid: int = 0
+    error: int = 0
+    daily_quota: int
+    max_daily_quota: int
+    quota_used_today: int = 0
+    day: int = 0  # UNIX day (now // 86400) that quota_used_today counts
+
+
 class Blob(SQLModel, table=True):
     sha256: str = Field(primary_key=True)
     size: int
@@ -184,3 +208,39 @@ class DaemonRun(SQLModel, table=True):
     name: str = Field(primary_key=True)
     last_run: float
     last_error: str | None = None
+
+
+class Operator(SQLModel, table=True):
+    """A person who may use the web pages (``yadml-server operator create``); the password is
+    stored only as an argon2id hash."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(index=True, unique=True)
+    password_hash: str
+    created_at: float
+    last_login_at: float | None = None
+
+
+class WebSession(SQLModel, table=True):
+    """A logged-in browser. The cookie holds a random token; only its sha256 is stored here.
+    ``csrf_token`` is the synchronizer token every form of this session must send back."""
+
+    token_hash: str = Field(primary_key=True)
+    operator_id: int = Field(foreign_key="operator.id", index=True)
+    csrf_token: str
+    created_at: float
+    expires_at: float = Field(index=True)
+    last_seen: float
+
+
+class UploadedDataset(SQLModel, table=True):
+    """A training set an operator uploaded (validated, re-encoded as a safetensors blob with
+    ``train_images``/``train_labels``/``test_images``/``test_labels``); jobs use it with
+    ``JobSpec.dataset = "upload"`` and ``dataset_sha256``."""
+
+    sha256: str = Field(primary_key=True)
+    name: str
+    size: int
+    num_train: int
+    num_test: int
+    created_at: float

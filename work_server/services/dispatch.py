@@ -7,6 +7,8 @@ requests) can never hand out the same result.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import case, update
@@ -23,6 +25,7 @@ from work_server.db.models import (
     WorkUnit,
     WorkUnitState,
 )
+from work_server.services import trust
 from yadml_common.wire import Runtime
 
 #: how many candidates to look at per requested unit (filters happen in Python)
@@ -45,8 +48,14 @@ async def claim_work(
     max_units: int,
     runtimes: list[Runtime] | None,
     now: float,
+    draw: Callable[[], float] = random.random,
 ) -> list[Claimed]:
-    """Atomically assign up to ``max_units`` unsent results to ``host``."""
+    """Atomically assign up to ``max_units`` unsent results to ``host``.
+
+    Each claim counts against the (host, runtime) daily quota; a spent quota means no unit
+    of that runtime. A claimed adaptive unit is replicated when the host is not trusted or a
+    spot check (``draw() < spot_check_rate``) says so (``work_server.services.trust``).
+    """
     offered = [r for r in (runtimes or host.runtimes) if r in host.runtimes]
     if not offered:
         await session.commit()
@@ -76,13 +85,17 @@ async def claim_work(
         )
     ).all()
     claimed: list[Claimed] = []
+    spent: set[str] = set()  # runtimes whose daily quota is used up
     for result, wu, round_number in rows:
         if len(claimed) >= max_units:
             break
         if wu.id in held_wus:
             continue  # replicas of one work unit go to distinct hosts
-        runtime = next((r for r in offered if r in wu.runtimes), None)
+        runtime = next((r for r in offered if r in wu.runtimes and r not in spent), None)
         if runtime is None:
+            continue
+        if not await trust.take_quota(session, host, runtime, now):
+            spent.add(runtime)
             continue
         deadline = now + wu.delay_bound_s
         res = await session.exec(
@@ -95,9 +108,13 @@ async def claim_work(
                 deadline=deadline,
                 runtime=runtime,
             )
+            .execution_options(synchronize_session=False)  # nothing to sync: saves CPU
         )
         if res.rowcount != 1:
+            assert host.id is not None
+            await trust.give_back_quota(session, host.id, runtime)
             continue  # somebody else got it first
+        await trust.apply_adaptive(session, wu, host, runtime, now, draw=draw)
         await session.exec(
             update(WorkUnit)
             .where(col(WorkUnit.id) == wu.id)
@@ -107,6 +124,7 @@ async def claim_work(
                     else_=col(WorkUnit.transition_time),
                 )
             )
+            .execution_options(synchronize_session=False)
         )
         assert result.id is not None and wu.id is not None
         held_wus.add(wu.id)

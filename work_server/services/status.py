@@ -9,7 +9,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.db.models import DaemonRun, Host, Job, JobState, Result, ServerState
-from yadml_common.wire import ServerStatus
+from work_server.services import trust
+from yadml_common.wire import HostTrust, JobSpec, ServerStatus
 
 DAEMONS = ("transitioner", "validator", "aggregator", "file_deleter")
 
@@ -54,6 +55,35 @@ async def server_status(
         )
     ).one()
     runs = {d.name: d.last_run for d in (await session.exec(select(DaemonRun))).all()}
+    # "trusted" as the running adaptive job sees it (the lowest threshold), else the default
+    thresholds = [
+        spec.replication.trust_threshold
+        for spec in (
+            JobSpec.model_validate(raw)
+            for raw in (
+                await session.exec(
+                    select(Job.spec).where(col(Job.state).in_([JobState.pending, JobState.running]))
+                )
+            ).all()
+        )
+        if spec.replication.adaptive
+    ]
+    threshold = min(thresholds, default=trust.DEFAULT_TRUST_THRESHOLD)
+    host_trust = [
+        HostTrust(
+            host_id=t.host_id,
+            name=name,
+            runtime=t.runtime,
+            consecutive_valid=t.consecutive_valid,
+            valid=t.valid,
+            invalid=t.invalid,
+            error=t.error,
+            daily_quota=t.daily_quota,
+            quota_used_today=t.quota_used_today if t.day == trust.day_of(now) else 0,
+            trusted=trusted,
+        )
+        for t, name, trusted in await trust.trust_rows(session, threshold=threshold)
+    ]
     return ServerStatus(
         hosts_total=hosts_total,
         hosts_active=hosts_active,
@@ -66,4 +96,6 @@ async def server_status(
             name: (datetime.fromtimestamp(runs[name], tz=UTC) if name in runs else None)
             for name in DAEMONS
         },
+        hosts_trusted=sum(1 for h in host_trust if h.trusted),
+        host_trust=host_trust,
     )

@@ -26,11 +26,13 @@ from work_server.db.models import (
     Outcome,
     Result,
     ServerState,
+    ValidateState,
     WorkUnit,
     WorkUnitState,
 )
 from work_server.errors import Conflict, Forbidden, Gone, InvalidResult, NotFound
 from work_server.services import safetensors_check as st
+from work_server.services import trust
 from yadml_common.wire import REPORT_METADATA_KEY, FailureReport, TrainReport
 
 Spec = dict[str, tuple[str, tuple[int, ...]]]
@@ -98,12 +100,30 @@ async def prepare_upload(session: AsyncSession, host: Host, result_id: int) -> U
     if result.outcome == Outcome.success:
         return target  # a re-upload: idempotent if the bytes are the same (checked later)
     if not _still_wanted(result, wu):
+        if result.outcome == Outcome.no_reply:
+            await _record_too_late(session, result)
         raise Gone(
             f"result {result_id} is no longer wanted (outcome {result.outcome}, "
             f"work unit {wu.state})",
             code="result_not_wanted",
         )
     return target
+
+
+async def _record_too_late(session: AsyncSession, result: Result) -> None:
+    """A result past its deadline (``no_reply``) whose work unit no longer needs it: note that
+    it came (``validate_state = too_late``, ``late``) so it is counted, once, but store
+    nothing; it is never merged. The outcome stays ``no_reply`` (one error for the host)."""
+    await session.exec(
+        update(Result)
+        .where(
+            col(Result.id) == result.id,
+            col(Result.outcome) == Outcome.no_reply,
+            col(Result.validate_state) == ValidateState.init,
+        )
+        .values(validate_state=ValidateState.too_late, late=True)
+    )
+    await session.commit()
 
 
 def validate_result_bytes(body: bytes, expected: Spec) -> TrainReport:
@@ -184,6 +204,7 @@ async def accept_upload(
             .where(col(Host.id) == result.host_id, col(Host.results_error) > 0)
             .values(results_error=col(Host.results_error) - 1)
         )
+        await trust.unrecord_error(session, result.host_id, result.runtime)
     await session.commit()
     return sha, False, late
 
@@ -219,6 +240,7 @@ async def report_failure(
         .where(col(Host.id) == host.id)
         .values(results_error=col(Host.results_error) + 1, consecutive_valid=0)
     )
+    await trust.record_error(session, host.id, result.runtime)
     await session.exec(
         update(WorkUnit).where(col(WorkUnit.id) == wu.id).values(transition_time=now)
     )
