@@ -33,6 +33,7 @@ from .api import ServerAPI
 from .daemon import Daemon
 from .errors import YadmlClientError
 from .executors import get_executor
+from .faults import AttackSpec, FaultyExecutor, parse_attack, parse_faults
 from .state import Attachment, StateDir, default_state_dir
 
 __all__ = ["build_parser", "detect_host", "main"]
@@ -64,6 +65,20 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _faults(value: str) -> dict[str, float]:
+    try:
+        return parse_faults(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _attack(value: str) -> AttackSpec | None:
+    try:
+        return parse_attack(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="yadml-client", description="YADML volunteer client: train work units for a server."
@@ -91,6 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--heartbeat-s", type=_positive_float, default=30.0)
     run.add_argument("--backoff-max-s", type=_positive_float, default=60.0)
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument(
+        "--faults",
+        type=_faults,
+        default={},
+        help="TESTING ONLY: inject faults per unit, e.g. crash:0.3,late:0.1,vanish:0.05,"
+        "garbage:0.05 (see volunteer_client/faults.py)",
+    )
+    run.add_argument(
+        "--attack",
+        type=_attack,
+        default=None,
+        help="TESTING ONLY: act as an attacker on every unit: signflip|noise|scale|labelflip|"
+        "alie[:PARAM] (see volunteer_client/attacks.py)",
+    )
+    run.add_argument("--fault-seed", type=int, default=None, help="seed of the fault draws")
 
     sub.add_parser("status", help="show the attachment, the cache and units in flight")
     sub.add_parser("detach", help="forget the server, its token and units in flight")
@@ -142,6 +172,11 @@ async def _run(state: StateDir, args: argparse.Namespace) -> int:
     with state.lock():
         attachment = state.require_attachment()
         executor = get_executor(args.executor)
+        if args.faults or args.attack is not None:
+            log.warning("fault injection on: faults %s, attack %s", args.faults, args.attack)
+            executor = FaultyExecutor(
+                executor, faults=args.faults, attack=args.attack, seed=args.fault_seed
+            )
         if executor.runtime not in attachment.runtimes:
             log.warning(
                 "executor %s is not among the attached runtimes %s",
