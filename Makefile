@@ -28,6 +28,9 @@ LOCAL_EPOCHS ?= 1
 EXECUTOR ?= process
 PORT ?= 8080
 DEMO_ARGS ?=
+# Fault and attack injection (`make demo FAULTS=crash:0.3,late:0.1 ATTACK=signflip:0.2`).
+FAULTS ?=
+ATTACK ?=
 # Extra pytest arguments (`make test PYTEST_ARGS='-k merge -x'`).
 PYTEST_ARGS ?=
 
@@ -43,6 +46,7 @@ help: ## show this help
 	@echo "demo variables (current values):"
 	@echo "  DATASET=$(DATASET) VOLUNTEERS=$(VOLUNTEERS) ROUNDS=$(ROUNDS) SPLIT=$(SPLIT)"
 	@echo "  MERGE=$(MERGE) LOCAL_EPOCHS=$(LOCAL_EPOCHS) EXECUTOR=$(EXECUTOR) PORT=$(PORT) DEMO_ARGS=$(DEMO_ARGS)"
+	@echo "  FAULTS=$(FAULTS) ATTACK=$(ATTACK)"
 	@echo "test variables: PYTEST_ARGS=$(PYTEST_ARGS)"
 
 venv: $(VENV_STAMP) ## create/update .venv (torch==2.13.0 CPU, yadml editable + dev extras)
@@ -61,7 +65,8 @@ data-fashion:
 demo: venv data-mnist $(FASHION_FOR_DATASET) ## run server + VOLUNTEERS clients and train a job end to end
 	$(PY) -m work_server.demo --dataset '$(DATASET)' --volunteers '$(VOLUNTEERS)' \
 	  --rounds '$(ROUNDS)' --split '$(SPLIT)' --merge '$(MERGE)' --local-epochs '$(LOCAL_EPOCHS)' \
-	  --executor '$(EXECUTOR)' --port '$(PORT)' --data-dir '$(YADML_DATA_DIR)' $(DEMO_ARGS)
+	  --executor '$(EXECUTOR)' --port '$(PORT)' --data-dir '$(YADML_DATA_DIR)' \
+	  --faults '$(FAULTS)' --attack '$(ATTACK)' $(DEMO_ARGS)
 
 test: venv data-mnist data-fashion ## run the test suite (PYTEST_ARGS=... passed to pytest)
 	@rc=0; $(PY) -m pytest -q -ra $(PYTEST_ARGS) || rc=$$?; \

@@ -91,6 +91,14 @@ class DemoOptions:
     timeout_s: float = 3600.0
     startup_timeout_s: float = 120.0
     reuse_state: bool = False
+    #: fault injection for every client (``volunteer_client.faults``), e.g. "crash:0.3,late:0.1"
+    faults: str = ""
+    #: "NAME[:FRACTION]": that fraction of the volunteers (default 0.2) attack on every unit
+    attack: str = ""
+    #: work unit deadline; None: 600 s, or 60 s when faults include late/vanish
+    delay_bound_s: float | None = None
+    adaptive: bool = False
+    screen_norm_ratio: float | None = None
 
 
 def _positive_int(text: str) -> int:
@@ -178,7 +186,47 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the state dir of a previous run instead of starting from an empty one",
     )
+    p.add_argument(
+        "--faults",
+        default=d.faults,
+        help="inject faults in every client, e.g. crash:0.3,late:0.1,vanish:0.05,garbage:0.05",
+    )
+    p.add_argument(
+        "--attack",
+        default=d.attack,
+        help="NAME[:FRACTION]: that fraction of the volunteers (default 0.2) attack every unit; "
+        "signflip, noise, scale, labelflip or alie",
+    )
+    p.add_argument(
+        "--delay-bound",
+        dest="delay_bound_s",
+        type=_positive_float,
+        default=d.delay_bound_s,
+        help="work unit deadline in seconds (default 600, or 60 with late/vanish faults)",
+    )
+    p.add_argument(
+        "--adaptive", action="store_true", help="adaptive replication (host trust, spot checks)"
+    )
+    p.add_argument(
+        "--screen-norm-ratio",
+        type=_positive_float,
+        default=d.screen_norm_ratio,
+        help="screen out updates whose norm exceeds this times the round's median",
+    )
     return p
+
+
+def attack_plan(opts: DemoOptions) -> tuple[str, list[int]]:
+    """``(attack name, attacking volunteer indices)``: the last round(fraction x N) volunteers
+    (at least one when the fraction is positive)."""
+    if not opts.attack.strip():
+        return "", []
+    name, _, fraction_text = opts.attack.partition(":")
+    fraction = float(fraction_text) if fraction_text.strip() else 0.2
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"attack fraction {fraction} not in [0, 1]")
+    count = max(1, round(fraction * opts.volunteers)) if fraction > 0 else 0
+    return name.strip(), list(range(opts.volunteers - count + 1, opts.volunteers + 1))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
@@ -200,11 +248,19 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
         timeout_s=ns.timeout_s,
         startup_timeout_s=ns.startup_timeout_s,
         reuse_state=ns.reuse_state,
+        faults=ns.faults,
+        attack=ns.attack,
+        delay_bound_s=ns.delay_bound_s,
+        adaptive=ns.adaptive,
+        screen_norm_ratio=ns.screen_norm_ratio,
     )
     try:
         build_job_spec(opts)
+        attack_plan(opts)
     except pydantic.ValidationError as exc:
         parser.error(f"invalid job: {exc}")
+    except ValueError as exc:
+        parser.error(f"invalid --attack: {exc}")
     return opts
 
 
@@ -215,13 +271,31 @@ def build_job_spec(opts: DemoOptions) -> JobSpec:
             "dataset": opts.dataset,
             "shards": opts.volunteers,
             "split": {"method": opts.split},
-            "merge": {"method": opts.merge},
+            "merge": {"method": opts.merge, "screen_norm_ratio": opts.screen_norm_ratio},
             "rounds": opts.rounds,
             "local_epochs": opts.local_epochs,
             "seed": opts.seed,
             "runtimes": [opts.executor],
+            "replication": replication(opts),
         }
     )
+
+
+def replication(opts: DemoOptions) -> dict[str, Any]:
+    """Wire defaults, except a short deadline for late/vanish faults and, with --adaptive,
+    trust after 3 consecutive valid results (the demo's jobs are short)."""
+    rep: dict[str, Any] = {}
+    if delay_bound(opts) != 600.0:
+        rep["delay_bound_s"] = delay_bound(opts)
+    if opts.adaptive:
+        rep.update(adaptive=True, trust_threshold=3)
+    return rep
+
+
+def delay_bound(opts: DemoOptions) -> float:
+    if opts.delay_bound_s is not None:
+        return opts.delay_bound_s
+    return 60.0 if ("late" in opts.faults or "vanish" in opts.faults) else 600.0
 
 
 # --------------------------------------------------------------------------- commands
@@ -259,13 +333,20 @@ def client_attach_command(opts: DemoOptions, index: int, url: str) -> list[str]:
 
 
 def client_run_command(opts: DemoOptions, index: int) -> list[str]:
-    return [
+    cmd = [
         sys.executable, "-m", "volunteer_client",
         "--state-dir", str(client_state_dir(opts, index)),
         "run",
         "--executor", opts.executor,
         "--threads", "1",
     ]  # fmt: skip
+    # fault injection and attackers: testing and demos only
+    if opts.faults.strip():
+        cmd += ["--faults", opts.faults, "--fault-seed", str(opts.seed * 1000 + index)]
+    name, attackers = attack_plan(opts)
+    if index in attackers:
+        cmd += ["--attack", name]
+    return cmd
 
 
 def child_env(*, operator_token: str | None = None) -> dict[str, str]:
@@ -559,6 +640,26 @@ def metrics_table(rounds: Sequence[RoundMetrics], *, compact: bool = False) -> T
     return table
 
 
+def trust_table(status: ServerStatus, attackers: Sequence[int]) -> Table:
+    """Per-host trust at the end (host names are ``volunteer-<index>``)."""
+    table = Table(title="host trust (adaptive replication, quota)", box=box.SIMPLE_HEAVY)
+    for name in ("host", "role", "valid", "invalid", "error", "consecutive", "quota", "trusted"):
+        table.add_column(name, justify="right", no_wrap=True)
+    roles = {f"volunteer-{i}" for i in attackers}
+    for h in status.host_trust:
+        table.add_row(
+            h.name,
+            "[red]attacker[/]" if h.name in roles else "honest",
+            str(h.valid),
+            str(h.invalid),
+            str(h.error),
+            str(h.consecutive_valid),
+            str(h.daily_quota),
+            "yes" if h.trusted else "no",
+        )
+    return table
+
+
 def report_dir(job: JobStatus, runs_dir: Path) -> Path:
     if job.report_path:
         path = Path(job.report_path)
@@ -675,6 +776,7 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
             )
             job = follow_job(demo, http, job_id, spec)
             job_wall = time.monotonic() - submitted
+            final_status = get_server_status(http)
     finally:
         demo.stop()
 
@@ -688,6 +790,8 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
     console.print(
         f"wall time: {job_wall:.1f} s for the job, {time.monotonic() - started:.1f} s in all"
     )
+    if final_status is not None and (opts.faults or opts.attack or opts.adaptive):
+        console.print(trust_table(final_status, attack_plan(opts)[1]))
     rdir = report_dir(job, opts.runs_dir)
     for name in ("report.json", "accuracy.png", "confusion.png"):
         path = rdir / name
