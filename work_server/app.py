@@ -15,6 +15,7 @@ from work_server.config import ServerConfig
 from work_server.db.engine import create_schema, make_engine, make_sessionmaker
 from work_server.metrics import ServerMetrics
 from work_server.services.uploads import WeightsSpecCache
+from work_server.web import setup_web
 
 
 def setup_storage(app: web.Application) -> None:
@@ -80,4 +81,5 @@ def create_app(config: ServerConfig) -> web.Application:
     setup_storage(app)
     setup_daemons(app)
     setup_routes(app)
+    setup_web(app)
     return app

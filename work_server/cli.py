@@ -12,6 +12,7 @@ from aiohttp import web
 
 from work_server.auth import new_token
 from work_server.config import DaemonIntervals, ServerConfig
+from work_server.web.cli import add_operator_parser, operator_main
 
 
 def _operator_token(state_dir: Path) -> tuple[str, bool]:
@@ -64,11 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
     serve.add_argument("--no-daemons", action="store_true", help="serve the API only")
     serve.add_argument("--log-level", default="INFO")
+    add_operator_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "operator":
+        return operator_main(args)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -57,7 +57,7 @@ def _literal_choices(model: type[pydantic.BaseModel], name: str) -> tuple[str, .
     return tuple(str(v) for v in get_args(model.model_fields[name].annotation))
 
 
-DATASETS = _literal_choices(JobSpec, "dataset")
+DATASETS = tuple(d for d in _literal_choices(JobSpec, "dataset") if d != "upload")
 SPLIT_METHODS = _literal_choices(SplitSpec, "method")
 MERGE_METHODS = _literal_choices(MergeSpec, "method")
 EXECUTORS: tuple[str, ...] = tuple(RUNTIMES)

@@ -3,6 +3,7 @@
 Referenced (kept) blobs:
 
 * every job's ``model_sha256`` (a finished job's final model, a running job's current weights);
+* every uploaded dataset (``UploadedDataset``; kept until an operator removes it);
 * for jobs not finished (``pending``/``running``): their rounds' weights, their work units'
   shard and weights inputs, their results' outputs, and the shard/test/initial-weights blobs
   listed in ``Job.info``.
@@ -26,7 +27,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.blobs import BlobStore
 from work_server.daemons import record_run
-from work_server.db.models import Blob, Job, JobState, Result, Round, WorkUnit
+from work_server.db.models import (
+    Blob,
+    Job,
+    JobState,
+    Result,
+    Round,
+    UploadedDataset,
+    WorkUnit,
+)
 from work_server.rounds import INFO_INITIAL_WEIGHTS, INFO_SHARD_SHA256, INFO_TEST_SHA256
 
 NAME = "file_deleter"
@@ -43,6 +52,7 @@ async def referenced_blobs(session: AsyncSession) -> set[str]:
         refs.update(v for v in values if v)
 
     add((await session.exec(select(Job.model_sha256))).all())
+    add((await session.exec(select(UploadedDataset.sha256))).all())
     live = select(Job.id).where(col(Job.state).in_(UNFINISHED_JOB_STATES))
     add((await session.exec(select(Round.weights_sha256).where(col(Round.job_id).in_(live)))).all())
     for shard, weights in (

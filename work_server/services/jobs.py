@@ -8,7 +8,7 @@ from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from work_server.db.models import Job, JobState, Round
+from work_server.db.models import Job, JobState, Round, UploadedDataset
 from work_server.errors import Conflict, NotFound, Unprocessable
 from yadml_common.wire import JobSpec, JobStatus, RoundMetrics
 
@@ -32,6 +32,8 @@ async def submit_job(
     session: AsyncSession, spec: JobSpec, *, max_running_jobs: int, now: float
 ) -> Job:
     check_spec(spec)
+    if spec.dataset == "upload" and await session.get(UploadedDataset, spec.dataset_sha256) is None:
+        raise Unprocessable(f"no uploaded dataset {spec.dataset_sha256}", code="unknown_dataset")
     running = (
         await session.exec(
             select(func.count()).select_from(Job).where(col(Job.state).in_(ACTIVE_JOB_STATES))
