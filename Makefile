@@ -36,7 +36,7 @@ PYTEST_ARGS ?=
 
 FASHION_FOR_DATASET := $(if $(filter fashion-mnist,$(DATASET)),data-fashion)
 
-.PHONY: help venv data data-mnist data-fashion demo test lint clean distclean browser
+.PHONY: help venv data data-mnist data-fashion demo test lint clean distclean docker-engine image browser
 
 help: ## show this help
 	@echo "YADML make targets:"
@@ -68,6 +68,12 @@ demo: venv data-mnist $(FASHION_FOR_DATASET) ## run server + VOLUNTEERS clients 
 	  --executor '$(EXECUTOR)' --port '$(PORT)' --data-dir '$(YADML_DATA_DIR)' \
 	  --faults '$(FAULTS)' --attack '$(ATTACK)' $(DEMO_ARGS)
 
+docker-engine: ## install docker.io and start dockerd (overlay2) unless an engine answers
+	@scripts/docker_engine.sh
+
+image: venv docker-engine ## build the worker image yadml-worker:<trainer version> (no-op when current)
+	@PYTHON='$(PY)' images/build_worker.sh
+
 browser: ## make sure Chromium is installed for the browser tests (Debian's chromium package)
 	@if [[ ! -x /usr/bin/chromium ]]; then \
 	  echo "==> installing chromium (apt) for the browser tests"; \
@@ -76,7 +82,7 @@ browser: ## make sure Chromium is installed for the browser tests (Debian's chro
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; \
 	fi
 
-test: venv data-mnist data-fashion browser ## run the test suite (PYTEST_ARGS=... passed to pytest)
+test: venv data-mnist data-fashion image browser ## run the test suite (PYTEST_ARGS=... passed to pytest)
 	@rc=0; $(PY) -m pytest -q -ra $(PYTEST_ARGS) || rc=$$?; \
 	if [[ $$rc -eq 5 ]]; then echo "error: pytest collected no tests (exit code 5)" >&2; exit 1; fi; \
 	exit $$rc

@@ -144,7 +144,7 @@ def test_registry() -> None:
     assert executor.module == FAKE
     assert ProcessExecutor().module == "volunteer_client.trainer"
     with pytest.raises(ValueError, match="not implemented yet"):
-        get_executor("docker")
+        get_executor("vm")
     with pytest.raises(ValueError, match="unknown executor"):
         get_executor("kubernetes")
 

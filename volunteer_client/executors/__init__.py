@@ -1,4 +1,4 @@
-"""Executors: where and how the trainer runs (``process`` now; ``docker``/``vm`` later)."""
+"""Executors: where and how the trainer runs (``process``, ``docker``; ``vm`` later)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from .base import (
     get_executor,
     register_executor,
 )
+from .docker import DockerExecutor
 from .process import ProcessExecutor
 
 __all__ = [
     "EXECUTOR_NAMES",
+    "DockerExecutor",
     "ExecutionRequest",
     "ExecutionResult",
     "Executor",

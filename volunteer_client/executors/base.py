@@ -39,6 +39,9 @@ class ExecutionRequest:
     timeout_s: float | None = None
     threads: int | None = None
     progress_path: Path | None = None
+    #: The image the unit names (an id or ``name@sha256:...``); only the docker executor
+    #: uses it.
+    image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class Executor(ABC):
     async def run(self, request: ExecutionRequest) -> ExecutionResult:
         """Produce ``request.output_path`` or raise ``ExecutionFailed``."""
 
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Release what the executor keeps between units (e.g. warm containers)."""
+
 
 #: Executors that will exist; only registered ones can be created.
 EXECUTOR_NAMES = ("process", "docker", "vm")
@@ -76,7 +82,9 @@ def get_executor(name: str, **options: Any) -> Executor:
     if factory is not None:
         return factory(**options)
     if name in EXECUTOR_NAMES:
-        raise ValueError(f"executor {name!r} is not implemented yet (available: process)")
+        raise ValueError(
+            f"executor {name!r} is not implemented yet (available: {', '.join(sorted(_REGISTRY))})"
+        )
     raise ValueError(f"unknown executor {name!r} (available: {', '.join(sorted(_REGISTRY))})")
 
 
@@ -85,3 +93,7 @@ def _load_builtin() -> None:
         from .process import ProcessExecutor
 
         register_executor("process", ProcessExecutor)
+    if "docker" not in _REGISTRY:
+        from .docker import DockerExecutor
+
+        register_executor("docker", DockerExecutor)

@@ -1,0 +1,106 @@
+"""A long-lived trainer: ``python -m volunteer_client.trainer_loop SPOOL`` takes unit after unit.
+
+The Docker executor's warm mode keeps one container running this loop, so the
+interpreter start and ``import torch`` are paid once rather than per unit. The loop:
+
+1. imports the trainer, then writes ``SPOOL/ready``;
+2. waits for a directory ``SPOOL/<name>/`` holding ``request.json``, a JSON list of
+   trainer arguments (``--shard S --weights W ...``, exactly as
+   ``python -m volunteer_client.trainer`` takes them; the host writes it last, atomically);
+3. runs :func:`volunteer_client.trainer.main` on it in this process, with stdout and stderr
+   going to ``SPOOL/<name>/log``, then writes the exit status to ``SPOOL/<name>/exit``;
+4. goes back to 2. It ends when ``SPOOL/stop`` exists (or the container is killed).
+
+The trainer restores the global RNG state, the deterministic flag and the thread count after
+each unit, so a unit gives the same weights here as in a fresh process. Like the trainer,
+this module imports only the standard library and what the trainer imports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from volunteer_client import trainer
+
+__all__ = ["POLL_INTERVAL_S", "main", "run_request", "serve"]
+
+POLL_INTERVAL_S = 0.02
+REQUEST = "request.json"
+EXIT = "exit"
+LOG = "log"
+READY = "ready"
+STOP = "stop"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_request(unit_dir: Path) -> int:
+    """Run one request directory; returns (and records in ``exit``) the trainer's status."""
+    try:
+        args = json.loads((unit_dir / REQUEST).read_text(encoding="utf-8"))
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise ValueError("request.json must be a JSON list of strings")
+    except (OSError, ValueError) as exc:
+        (unit_dir / LOG).write_text(f"trainer_loop: invalid request: {exc}\n")
+        code = trainer.EXIT_INVALID_INPUT
+    else:
+        with (
+            (unit_dir / LOG).open("w", encoding="utf-8") as log,
+            contextlib.redirect_stdout(log),
+            contextlib.redirect_stderr(log),
+        ):
+            try:
+                code = trainer.main(args)
+            except SystemExit as exc:  # argparse errors exit
+                code = exc.code if isinstance(exc.code, int) else trainer.EXIT_ERROR
+            except Exception as exc:  # the loop must survive a unit
+                print(f"trainer_loop: {type(exc).__name__}: {exc}", file=sys.stderr)
+                code = trainer.EXIT_ERROR
+    gc.collect()
+    _write_atomic(unit_dir / EXIT, f"{code}\n")
+    return code
+
+
+def serve(spool: Path, *, poll_interval_s: float = POLL_INTERVAL_S) -> None:
+    """Take requests from ``spool`` until ``spool/stop`` appears."""
+    done: set[str] = set()
+    _write_atomic(spool / READY, f"{os.getpid()}\n")
+    while not (spool / STOP).exists():
+        pending = sorted(
+            entry.name
+            for entry in os.scandir(spool)
+            if entry.name not in done
+            and entry.is_dir(follow_symlinks=False)
+            and (Path(entry.path) / REQUEST).is_file()
+            and not (Path(entry.path) / EXIT).exists()
+        )
+        if not pending:
+            time.sleep(poll_interval_s)
+            continue
+        for name in pending:
+            run_request(spool / name)
+            done.add(name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m volunteer_client.trainer_loop SPOOL_DIR", file=sys.stderr)
+        return trainer.EXIT_INVALID_INPUT
+    serve(Path(args[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
