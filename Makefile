@@ -35,6 +35,8 @@ ATTACK ?=
 PYTEST_ARGS ?=
 
 FASHION_FOR_DATASET := $(if $(filter fashion-mnist,$(DATASET)),data-fashion)
+# EXECUTOR=docker: the demo needs the engine and the worker image, and names it by digest.
+IMAGE_FOR_EXECUTOR := $(if $(filter docker,$(EXECUTOR)),image)
 
 .PHONY: help venv data data-mnist data-fashion demo test lint clean distclean docker-engine image browser
 
@@ -62,8 +64,10 @@ data-mnist:
 data-fashion:
 	@scripts/fetch_data.sh fashion-mnist
 
-demo: venv data-mnist $(FASHION_FOR_DATASET) ## run server + VOLUNTEERS clients and train a job end to end
-	$(PY) -m work_server.demo --dataset '$(DATASET)' --volunteers '$(VOLUNTEERS)' \
+demo: venv data-mnist $(FASHION_FOR_DATASET) $(IMAGE_FOR_EXECUTOR) ## run server + VOLUNTEERS clients and train a job end to end
+	$(PY) -m work_server.demo \
+	  $(if $(IMAGE_FOR_EXECUTOR),--worker-image "$$(docker image inspect --format '{{.Id}}' "$$(PYTHON=$(PY) images/build_worker.sh 2>/dev/null | tail -n 1)")") \
+	  --dataset '$(DATASET)' --volunteers '$(VOLUNTEERS)' \
 	  --rounds '$(ROUNDS)' --split '$(SPLIT)' --merge '$(MERGE)' --local-epochs '$(LOCAL_EPOCHS)' \
 	  --executor '$(EXECUTOR)' --port '$(PORT)' --data-dir '$(YADML_DATA_DIR)' \
 	  --faults '$(FAULTS)' --attack '$(ATTACK)' $(DEMO_ARGS)

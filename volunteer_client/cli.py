@@ -6,6 +6,8 @@
     yadml-client [--state-dir DIR] run [--executor process] [--max-concurrent 1] [--threads N]
                                        [--once] [--heartbeat-s 30] [--backoff-max-s 60]
                                        [--log-level INFO]
+                                       [--docker-image IMG] [--docker-runtime runsc]
+                                       [--memory-mb 2048] [--cpus N] [--pids-limit 256] [--cold]
     yadml-client [--state-dir DIR] status
     yadml-client [--state-dir DIR] detach
 
@@ -25,7 +27,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from yadml_common.wire import RUNTIMES, HostRegisterRequest, Runtime
 
@@ -106,6 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--heartbeat-s", type=_positive_float, default=30.0)
     run.add_argument("--backoff-max-s", type=_positive_float, default=60.0)
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    docker = run.add_argument_group("docker executor (the volunteer's limits per unit)")
+    docker.add_argument("--docker-image", default=None, help="default: yadml-worker:<version>")
+    docker.add_argument("--docker-runtime", default=None, help="OCI runtime, e.g. runsc (gVisor)")
+    docker.add_argument("--memory-mb", type=_positive_int, default=2048, help="memory limit")
+    docker.add_argument("--cpus", type=_positive_float, default=None, help="CPU limit")
+    docker.add_argument("--pids-limit", type=_positive_int, default=256, help="process limit")
+    docker.add_argument(
+        "--cold",
+        action="store_true",
+        help="a fresh container per unit (default: one warm container takes unit after unit)",
+    )
     run.add_argument(
         "--faults",
         type=_faults,
@@ -168,10 +181,29 @@ async def _attach(state: StateDir, url: str, name: str | None, runtimes: list[Ru
     return 0
 
 
+def _executor_options(state: StateDir, args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of the chosen executor's class."""
+    if args.executor != "docker":
+        return {}
+    from .executors.docker import client_id_for
+
+    return {
+        "image": args.docker_image,
+        "runtime": args.docker_runtime,
+        "memory_mb": args.memory_mb,
+        "cpus": args.cpus,
+        "pids_limit": args.pids_limit,
+        "warm": not args.cold,
+        "client_id": client_id_for(state.root),
+        "spool_dir": state.root / "docker",
+    }
+
+
 async def _run(state: StateDir, args: argparse.Namespace) -> int:
     with state.lock():
         attachment = state.require_attachment()
-        executor = get_executor(args.executor)
+        executor = get_executor(args.executor, **_executor_options(state, args))
+        inner = executor
         if args.faults or args.attack is not None:
             log.warning("fault injection on: faults %s, attack %s", args.faults, args.attack)
             executor = FaultyExecutor(
@@ -201,7 +233,10 @@ async def _run(state: StateDir, args: argparse.Namespace) -> int:
                 args.max_concurrent,
             )
             if args.once:
-                count = await daemon.run_once()
+                try:
+                    count = await daemon.run_once()
+                finally:
+                    await inner.aclose()
                 log.info("done: %d unit(s)", count)
                 return 0
             stop = asyncio.Event()
@@ -213,6 +248,7 @@ async def _run(state: StateDir, args: argparse.Namespace) -> int:
             finally:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
+                await inner.aclose()
     return 0
 
 

@@ -465,6 +465,7 @@ class Daemon:
                     timeout_s=timeout,
                     threads=self.threads,
                     progress_path=progress,
+                    image=assignment.image,
                 )
             )
         return record, result

@@ -67,8 +67,8 @@ def run_request(unit_dir: Path) -> int:
             except Exception as exc:  # the loop must survive a unit
                 print(f"trainer_loop: {type(exc).__name__}: {exc}", file=sys.stderr)
                 code = trainer.EXIT_ERROR
-    gc.collect()
     _write_atomic(unit_dir / EXIT, f"{code}\n")
+    gc.collect()  # after the host was told: it is not part of the unit's time
     return code
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from aiohttp import web
 from work_server.auth import new_token
 from work_server.config import DaemonIntervals, ServerConfig
 from work_server.web.cli import add_operator_parser, operator_main
+from yadml_common.wire import IMAGE_DIGEST_PATTERN
 
 
 def _operator_token(state_dir: Path) -> tuple[str, bool]:
@@ -64,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"seconds between {name} runs",
         )
     serve.add_argument("--no-daemons", action="store_true", help="serve the API only")
+    serve.add_argument(
+        "--worker-image",
+        default=None,
+        metavar="DIGEST",
+        help="worker image for docker units, by digest: sha256:<id> or name@sha256:<digest>",
+    )
     serve.add_argument("--log-level", default="INFO")
     add_operator_parser(sub)
     return parser
@@ -73,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "operator":
         return operator_main(args)
+    if args.worker_image is not None and not re.fullmatch(IMAGE_DIGEST_PATTERN, args.worker_image):
+        print("--worker-image must be sha256:<id> or name@sha256:<digest>", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -100,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         max_running_jobs=args.max_running_jobs,
         retry_after_s=args.retry_after,
         run_daemons=not args.no_daemons,
+        worker_image=args.worker_image,
         intervals=DaemonIntervals(
             transitioner=args.interval_transitioner,
             validator=args.interval_validator,

@@ -35,6 +35,9 @@ class ServerConfig:
     max_request_bytes: int = 64 * 1024 * 1024
     host_active_window_s: float = 3600.0
     blob_grace_s: float = 3600.0  # the file deleter keeps unreferenced blobs this long
+    #: the worker image named (by digest) in docker work units: ``sha256:<id>`` or
+    #: ``name@sha256:<digest>``; None: clients use the image of their own trainer version
+    worker_image: str | None = None
     #: web session cookie ``Secure`` flag: None = only when the request or public_url is https
     cookie_secure: bool | None = None
     web_session_ttl_s: float = 12 * 3600.0  # a web login lasts this long

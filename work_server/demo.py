@@ -91,6 +91,8 @@ class DemoOptions:
     timeout_s: float = 3600.0
     startup_timeout_s: float = 120.0
     reuse_state: bool = False
+    #: docker units name this image (``sha256:<id>``); None: each client's default image
+    worker_image: str | None = None
     #: fault injection for every client (``volunteer_client.faults``), e.g. "crash:0.3,late:0.1"
     faults: str = ""
     #: "NAME[:FRACTION]": that fraction of the volunteers (default 0.2) attack on every unit
@@ -182,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the server's /healthz",
     )
     p.add_argument(
+        "--worker-image",
+        default=d.worker_image,
+        metavar="DIGEST",
+        help="worker image for --executor docker, by digest (sha256:<id>; `make demo` passes it)",
+    )
+    p.add_argument(
         "--reuse-state",
         action="store_true",
         help="keep the state dir of a previous run instead of starting from an empty one",
@@ -248,6 +256,7 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
         timeout_s=ns.timeout_s,
         startup_timeout_s=ns.startup_timeout_s,
         reuse_state=ns.reuse_state,
+        worker_image=ns.worker_image,
         faults=ns.faults,
         attack=ns.attack,
         delay_bound_s=ns.delay_bound_s,
@@ -315,6 +324,8 @@ def server_command(opts: DemoOptions, port: int) -> list[str]:
     ]  # fmt: skip
     if opts.data_dir is not None:
         cmd += ["--data-dir", str(opts.data_dir)]
+    if opts.worker_image is not None and opts.executor == "docker":
+        cmd += ["--worker-image", opts.worker_image]
     return cmd
 
 

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +51,7 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -77,6 +78,7 @@ class ServerProcess:
                     "--runs-dir",
                     str(self.root / "runs"),
                     *FAST_DAEMONS,
+                    *self.extra_args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -120,6 +122,7 @@ class ClientProcess:
     server_url: str
     name: str
     proc: subprocess.Popen[bytes] | None = None
+    runtimes: str = "process"
 
     @property
     def log(self) -> Path:
@@ -131,7 +134,7 @@ class ClientProcess:
     def attach(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            self._cmd("attach", self.server_url, "--name", self.name),
+            self._cmd("attach", self.server_url, "--name", self.name, "--runtimes", self.runtimes),
             check=True,
             capture_output=True,
             timeout=60,
@@ -162,13 +165,19 @@ class ClientProcess:
 
 
 @contextmanager
-def cluster(root: Path, n_clients: int) -> Iterator[tuple[ServerProcess, list[ClientProcess]]]:
-    server = ServerProcess(root)
+def cluster(
+    root: Path,
+    n_clients: int,
+    *,
+    server_args: Sequence[str] = (),
+    runtimes: str = "process",
+) -> Iterator[tuple[ServerProcess, list[ClientProcess]]]:
+    server = ServerProcess(root, extra_args=list(server_args))
     clients: list[ClientProcess] = []
     try:
         server.start()
         for i in range(n_clients):
-            c = ClientProcess(root / f"client{i}", server.url, f"volunteer-{i}")
+            c = ClientProcess(root / f"client{i}", server.url, f"volunteer-{i}", runtimes=runtimes)
             c.attach()
             clients.append(c)
         yield server, clients

@@ -93,6 +93,7 @@ async def request_work(request: web.Request) -> web.Response:
                     url=_url(request, f"{API_PREFIX}/results/{c.result_id}"),
                     max_bytes=wu.max_output_bytes,
                 ),
+                image=config.worker_image if c.runtime == "docker" else None,
             )
         )
     request.app[keys.METRICS].dispatched.inc(len(units))
