@@ -12,6 +12,7 @@ import contextlib
 import email.utils
 import hashlib
 import os
+import ssl
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from yadml_common.wire import (
     HeartbeatResponse,
     HostRegisterRequest,
     HostRegisterResponse,
+    ProjectInfo,
     RunningUnit,
     Runtime,
     UploadAccepted,
@@ -47,7 +49,7 @@ from .errors import (
     Unauthorized,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "ServerAPI"]
+__all__ = ["DEFAULT_TIMEOUT", "ServerAPI", "tls_context"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -74,13 +76,24 @@ def _parse_retry_after(value: str | None, *, now: float | None = None) -> float 
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def tls_context(ca_cert: str | Path | None) -> ssl.SSLContext:
+    """Certificate verification for HTTPS: the system CAs, or only ``ca_cert`` (PEM) if given.
+
+    Hostname checking and certificate verification are always on.
+    """
+    if ca_cert is None:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=str(ca_cert))
+
+
 class ServerAPI:
     """Client of one work server. Use as ``async with ServerAPI(...) as api`` or call ``aclose``.
 
     ``base_url`` is the server URL (``http://host:8080``); API paths are below
     ``/api/v1`` of it. ``token`` (the host token) is sent as a bearer token to the
     server's own origin only, never to absolute input URLs on other hosts.
-    ``transport`` replaces the network (``httpx.MockTransport``) in tests.
+    ``transport`` replaces the network (``httpx.MockTransport``) in tests. ``ca_cert``
+    (PEM) is the only CA an HTTPS server's certificate may chain to (default: system CAs).
     """
 
     def __init__(
@@ -91,6 +104,7 @@ class ServerAPI:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         user_agent: str = "yadml-client/0.1",
+        ca_cert: str | Path | None = None,
     ) -> None:
         self.base_url = httpx.URL(base_url.rstrip("/") + "/")
         self._token = token
@@ -100,6 +114,7 @@ class ServerAPI:
             timeout=timeout,
             headers={"User-Agent": user_agent},
             follow_redirects=False,
+            verify=tls_context(ca_cert),
         )
 
     async def __aenter__(self) -> Self:
@@ -187,6 +202,11 @@ class ServerAPI:
             raise ProtocolError(f"unexpected answer, not a {model.__name__}: {exc}") from exc
 
     # ------------------------------------------------------------------ endpoints
+
+    async def project(self) -> ProjectInfo:
+        """``GET /project``: the project's name and public keys (needs no token)."""
+        body = await self._request("GET", f"{API_PREFIX}/project")
+        return self._parse(ProjectInfo, body)
 
     async def register(self, request: HostRegisterRequest) -> HostRegisterResponse:
         """``POST /hosts``: a new host id and token (needs no token)."""

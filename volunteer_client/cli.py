@@ -3,6 +3,7 @@
 ::
 
     yadml-client [--state-dir DIR] attach URL [--name NAME] [--runtimes process,docker]
+                                          [--fingerprint SHA256:...] [--ca-cert FILE]
     yadml-client [--state-dir DIR] run [--executor process] [--max-concurrent 1] [--threads N]
                                        [--once] [--heartbeat-s 30] [--backoff-max-s 60]
                                        [--log-level INFO]
@@ -29,7 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from yadml_common.wire import RUNTIMES, HostRegisterRequest, Runtime
+from yadml_common.signing import SignatureError, WorkVerifier, fingerprint, public_key_from_b64
+from yadml_common.wire import RUNTIMES, HostRegisterRequest, ProjectInfo, Runtime
 
 from .api import ServerAPI
 from .daemon import Daemon
@@ -99,6 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument(
         "--runtimes", type=_runtimes, default=["process"], help="e.g. process,docker"
     )
+    attach.add_argument(
+        "--fingerprint",
+        default=None,
+        help="the project's key fingerprint (SHA256:...), from the project's web site; "
+        "without it the key is trusted on first use",
+    )
+    attach.add_argument(
+        "--ca-cert",
+        type=Path,
+        default=None,
+        help="PEM CA certificate the server's HTTPS certificate must chain to",
+    )
 
     run = sub.add_parser("run", help="work for the attached server")
     run.add_argument("--executor", default="process", help="executor (default: process)")
@@ -155,7 +169,32 @@ def detect_host(name: str | None, runtimes: Sequence[Runtime]) -> HostRegisterRe
     )
 
 
-async def _attach(state: StateDir, url: str, name: str | None, runtimes: list[Runtime]) -> int:
+def pin_project_keys(info: ProjectInfo, expected: str | None) -> list[str]:
+    """The project's current public key (base64) to pin, after checking its fingerprint.
+
+    The fingerprint is computed here from the key itself; the server's own claim is not
+    trusted. Raises ``SignatureError`` when ``expected`` is given and differs.
+    """
+    current = [k for k in info.public_keys if k.current]
+    if len(current) != 1:
+        raise SignatureError("the server did not publish exactly one current project key")
+    computed = fingerprint(public_key_from_b64(current[0].public_key))
+    if expected is not None and computed != expected.strip():
+        raise SignatureError(
+            f"project key fingerprint is {computed}, not the expected {expected.strip()}: "
+            "refusing to attach (wrong server, or someone in between)"
+        )
+    return [current[0].public_key]
+
+
+async def _attach(
+    state: StateDir,
+    url: str,
+    name: str | None,
+    runtimes: list[Runtime],
+    expected_fingerprint: str | None = None,
+    ca_cert: Path | None = None,
+) -> int:
     with state.lock():
         existing = state.load_attachment()
         if existing is not None:
@@ -166,7 +205,10 @@ async def _attach(state: StateDir, url: str, name: str | None, runtimes: list[Ru
             )
             return 1
         request = detect_host(name, runtimes)
-        async with ServerAPI(base_url=url) as api:
+        ca = str(ca_cert.resolve()) if ca_cert is not None else None
+        async with ServerAPI(base_url=url, ca_cert=ca) as api:
+            info = await api.project()
+            pinned = pin_project_keys(info, expected_fingerprint)
             response = await api.register(request)
         state.save_attachment(
             Attachment(
@@ -175,8 +217,19 @@ async def _attach(state: StateDir, url: str, name: str | None, runtimes: list[Ru
                 host_token=response.host_token,
                 name=request.name,
                 runtimes=list(runtimes),
+                project_keys=pinned,
+                ca_cert=ca,
             )
         )
+    key = fingerprint(public_key_from_b64(pinned[0]))
+    if expected_fingerprint is None:
+        print(
+            f"project {info.name!r} key fingerprint: {key}\n"
+            "  pinned on first use: compare it with the fingerprint the project publishes, "
+            "or attach with --fingerprint to check it automatically"
+        )
+    else:
+        print(f"project {info.name!r} key fingerprint: {key} (matches --fingerprint)")
     print(f"attached to {url} as host {response.host_id} ({request.name})")
     return 0
 
@@ -202,6 +255,12 @@ def _executor_options(state: StateDir, args: argparse.Namespace) -> dict[str, An
 async def _run(state: StateDir, args: argparse.Namespace) -> int:
     with state.lock():
         attachment = state.require_attachment()
+        if not attachment.project_keys:
+            raise SignatureError(
+                "this attachment has no pinned project key (made by an older client): "
+                "run 'yadml-client detach' and attach again"
+            )
+        verifier = WorkVerifier.from_b64(attachment.project_keys)
         executor = get_executor(args.executor, **_executor_options(state, args))
         inner = executor
         if args.faults or args.attack is not None:
@@ -215,7 +274,9 @@ async def _run(state: StateDir, args: argparse.Namespace) -> int:
                 executor.runtime,
                 attachment.runtimes,
             )
-        async with ServerAPI(base_url=attachment.server_url, token=attachment.host_token) as api:
+        async with ServerAPI(
+            base_url=attachment.server_url, token=attachment.host_token, ca_cert=attachment.ca_cert
+        ) as api:
             daemon = Daemon(
                 api=api,
                 state=state,
@@ -224,6 +285,7 @@ async def _run(state: StateDir, args: argparse.Namespace) -> int:
                 threads=args.threads,
                 heartbeat_s=args.heartbeat_s,
                 backoff_max_s=args.backoff_max_s,
+                verifier=verifier,
             )
             log.info(
                 "host %d working for %s (executor %s, %d at a time)",
@@ -261,6 +323,8 @@ def _status(state: StateDir) -> int:
         print(f"server:    {attachment.server_url}")
         print(f"host:      {attachment.host_id} ({attachment.name})")
         print(f"runtimes:  {','.join(attachment.runtimes)}")
+        for key in attachment.project_keys:
+            print(f"key:       {fingerprint(public_key_from_b64(key))}")
     print(f"cache:     {state.cache.total_bytes()} bytes in {len(state.cache.entries())} blob(s)")
     records = state.units.load_all() if state.units.root.is_dir() else []
     print(f"units:     {len(records)} in flight")
@@ -295,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = StateDir(args.state_dir if args.state_dir is not None else default_state_dir())
     try:
         if args.command == "attach":
-            return asyncio.run(_attach(state, args.url, args.name, args.runtimes))
+            return asyncio.run(
+                _attach(state, args.url, args.name, args.runtimes, args.fingerprint, args.ca_cert)
+            )
         if args.command == "run":
             return asyncio.run(_run(state, args))
         if args.command == "status":

@@ -9,6 +9,12 @@ heartbeat task reports progress and cancels the units the server no longer wants
 Waiting follows the server: no work -> sleep its ``retry_after_s`` (clamped, with
 jitter); unreachable or 5xx -> exponential backoff with full jitter; 429 -> its
 ``Retry-After``. A 401/403 on asking for work is fatal (:class:`PermanentError`).
+
+With a ``verifier`` (the project keys pinned at attach time), every unit must carry a
+valid signature of its manifest by a pinned key before anything is downloaded or run;
+a unit that fails is never run and is reported as ``invalid_input``. A unit signed by
+an unknown key makes the daemon fetch ``/project`` once and pin keys endorsed by a key
+it already trusts (key rotation).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from yadml_common.signing import SignatureError, WorkVerifier
 from yadml_common.wire import (
     INPUT_SHARD,
     INPUT_WEIGHTS,
@@ -156,6 +163,7 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
         random_fn: Callable[[], float] = random.random,
+        verifier: WorkVerifier | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be >= 1")
@@ -181,6 +189,7 @@ class Daemon:
         self._aborted: set[int] = set()
         self._handled = 0
         self._slots: asyncio.Semaphore | None = None
+        self.verifier = verifier
 
     # ------------------------------------------------------------------ main loops
 
@@ -219,6 +228,7 @@ class Daemon:
                 free = self.max_concurrent - len(self._tasks)
                 if free > 0:
                     response = await self.api.request_work(free, self.runtimes)
+                    await self._learn_keys(response.units)
                     for assignment in response.units:
                         self._start_unit(assignment)
                 while self._tasks:
@@ -237,6 +247,7 @@ class Daemon:
             log.warning("work request failed (%s); retrying in %.1f s", exc, delay)
             return delay
         self.backoff.reset()
+        await self._learn_keys(response.units)
         for assignment in response.units:
             self._start_unit(assignment)
         if len(response.units) >= free:
@@ -264,10 +275,50 @@ class Daemon:
                 log.info("unit %d: found from a previous run (%s)", record.result_id, record.status)
                 self._spawn(record, recovered=True)
 
+    async def _learn_keys(self, units: Sequence[WorkUnitAssignment]) -> None:
+        """Pin rotated project keys endorsed by a pinned key, if a unit needs one."""
+        if self.verifier is None:
+            return
+        unknown = {
+            u.signature.key_fingerprint
+            for u in units
+            if u.signature is not None and not self.verifier.knows(u.signature.key_fingerprint)
+        }
+        if not unknown:
+            return
+        try:
+            info = await self.api.project()
+        except (TransientError, PermanentError) as exc:
+            log.warning("could not fetch the project keys: %s", exc)
+            return
+        learned: list[str] = []
+        for _ in info.public_keys:  # endorsements may chain: repeat until nothing changes
+            before = len(self.verifier.keys)
+            for entry in info.public_keys:
+                if not self.verifier.knows(entry.fingerprint) and self.verifier.learn(entry):
+                    learned.append(entry.public_key)
+                    log.warning("pinned the rotated project key %s", entry.fingerprint)
+            if len(self.verifier.keys) == before:
+                break
+        attachment = self.state.load_attachment()
+        if learned and attachment is not None:
+            keys = list(dict.fromkeys([*attachment.project_keys, *learned]))
+            self.state.save_attachment(attachment.model_copy(update={"project_keys": keys}))
+
     def _start_unit(self, assignment: WorkUnitAssignment) -> None:
         if assignment.result_id in self._tasks:
             log.warning("unit %d: assigned twice, ignoring", assignment.result_id)
             return
+        if self.verifier is not None:
+            try:
+                self.verifier.verify(assignment)
+            except SignatureError as exc:
+                log.error("unit %d: refused, not run: %s", assignment.result_id, exc)
+                failure = PendingFailure(reason="invalid_input", detail=f"refused: {exc}")
+                record = UnitRecord(assignment=assignment, status="reporting", failure=failure)
+                self.state.units.save(record)
+                self._spawn(record, recovered=False)
+                return
         log.info(
             "unit %d: received (job %d round %d wu %d, deadline %s)",
             assignment.result_id,

@@ -3,7 +3,8 @@
 Layout::
 
     <state-dir>/
-        attachment.json          server_url, host_id, host_token, name, runtimes (mode 0600)
+        attachment.json          server_url, host_id, host_token, name, runtimes,
+                                 pinned project keys, CA certificate path (mode 0600)
         lock                     flock'ed by the running daemon
         cache/<sha256>           content-addressed input blobs, LRU by mtime, size-capped
         units/<result_id>/       one directory per unit in flight
@@ -110,6 +111,10 @@ class Attachment(_LocalModel):
     host_token: str
     name: str
     runtimes: list[Runtime] = Field(default_factory=_default_runtimes)
+    #: pinned project public keys (raw Ed25519, base64): work units must be signed by one
+    project_keys: list[str] = Field(default_factory=list)
+    #: CA certificate (PEM file) that the server's HTTPS certificate must chain to
+    ca_cert: str | None = None
 
 
 class PendingFailure(_LocalModel):

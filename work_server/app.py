@@ -14,7 +14,9 @@ from work_server.blobs import BlobStore
 from work_server.config import ServerConfig
 from work_server.db.engine import create_schema, make_engine, make_sessionmaker
 from work_server.metrics import ServerMetrics
+from work_server.ratelimit import RateLimiter
 from work_server.services.uploads import WeightsSpecCache
+from work_server.signing import ProjectSigner, UploadGrants
 from work_server.web import setup_web
 
 
@@ -63,6 +65,19 @@ def setup_daemons(app: web.Application) -> None:
     app.cleanup_ctx.append(daemons)
 
 
+def setup_security(app: web.Application) -> None:
+    """The work-signing key, the upload-grant secret and the rate limiters."""
+    config = app[keys.CONFIG]
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    app[keys.SIGNER] = ProjectSigner.load_or_create(config.state_dir, name=config.project_name)
+    app[keys.UPLOAD_GRANTS] = UploadGrants.load_or_create(config.state_dir)
+    app[keys.RATE_LIMITS] = {
+        "register_ip": RateLimiter("registration", config.rate_register_per_ip),
+        "work_ip": RateLimiter("work", config.rate_work_per_ip),
+        "work_host": RateLimiter("work", config.rate_work_per_host),
+    }
+
+
 def setup_metrics(app: web.Application) -> None:
     app[keys.METRICS] = ServerMetrics()
 
@@ -79,6 +94,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app[keys.CONFIG] = config
     setup_metrics(app)
     setup_storage(app)
+    setup_security(app)
     setup_daemons(app)
     setup_routes(app)
     setup_web(app)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import re
+import ssl
 import sys
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from aiohttp import web
 
 from work_server.auth import new_token
 from work_server.config import DaemonIntervals, ServerConfig
+from work_server.key_cli import add_key_parser, key_main
+from work_server.ratelimit import Rate
 from work_server.web.cli import add_operator_parser, operator_main
 from yadml_common.wire import IMAGE_DIGEST_PATTERN
 
@@ -72,8 +75,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIGEST",
         help="worker image for docker units, by digest: sha256:<id> or name@sha256:<digest>",
     )
+    serve.add_argument("--project-name", default="YADML", help="shown to attaching clients")
+    serve.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS: PEM chain")
+    serve.add_argument("--tls-key", type=Path, default=None, help="serve HTTPS: PEM key")
+    limits = ServerConfig(state_dir=Path(), runs_dir=Path(), operator_token="")
+    for flag, attr, what in (
+        ("--rate-register", "rate_register_per_ip", "registrations per client IP"),
+        ("--rate-work-ip", "rate_work_per_ip", "work requests per client IP"),
+        ("--rate-work-host", "rate_work_per_host", "work requests per host"),
+    ):
+        rate: Rate = getattr(limits, attr)
+        serve.add_argument(
+            flag,
+            dest=attr,
+            type=Rate.parse,
+            default=rate,
+            metavar="RATE/BURST",
+            help=f"{what}: tokens per second / burst (default {rate.rate:g}/{rate.burst:g})",
+        )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="IP",
+        help="believe X-Forwarded-For from this reverse proxy address (repeatable)",
+    )
     serve.add_argument("--log-level", default="INFO")
     add_operator_parser(sub)
+    add_key_parser(sub)
     return parser
 
 
@@ -81,8 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "operator":
         return operator_main(args)
+    if args.command == "key":
+        return key_main(args)
     if args.worker_image is not None and not re.fullmatch(IMAGE_DIGEST_PATTERN, args.worker_image):
         print("--worker-image must be sha256:<id> or name@sha256:<digest>", file=sys.stderr)
+        return 2
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("--tls-cert and --tls-key go together", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -96,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
+    from work_server import keys
     from work_server.app import create_app
 
     config = ServerConfig(
@@ -112,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         retry_after_s=args.retry_after,
         run_daemons=not args.no_daemons,
         worker_image=args.worker_image,
+        project_name=args.project_name,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        rate_register_per_ip=args.rate_register_per_ip,
+        rate_work_per_ip=args.rate_work_per_ip,
+        rate_work_per_host=args.rate_work_per_host,
+        trusted_proxies=frozenset(args.trusted_proxy),
         intervals=DaemonIntervals(
             transitioner=args.interval_transitioner,
             validator=args.interval_validator,
@@ -119,10 +161,23 @@ def main(argv: list[str] | None = None) -> int:
             file_deleter=args.interval_file_deleter,
         ),
     )
+    ssl_context = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+        ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
+    app = create_app(config)
+    print(
+        f"project key fingerprint: {app[keys.SIGNER].fingerprint} "
+        "(volunteers: yadml-client attach URL --fingerprint ...)",
+        file=sys.stderr,
+        flush=True,
+    )
     web.run_app(
-        create_app(config),
+        app,
         host=args.host,
         port=args.port,
+        ssl_context=ssl_context,
         print=None,
         handle_signals=True,
         shutdown_timeout=5,

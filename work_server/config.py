@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from work_server.ratelimit import Rate
+
 
 @dataclass(frozen=True, kw_only=True)
 class DaemonIntervals:
@@ -38,6 +40,19 @@ class ServerConfig:
     #: the worker image named (by digest) in docker work units: ``sha256:<id>`` or
     #: ``name@sha256:<digest>``; None: clients use the image of their own trainer version
     worker_image: str | None = None
+    project_name: str = "YADML"
+    #: serve HTTPS with this certificate chain and private key (PEM files)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: upload grants stay valid this long after the result's deadline (late uploads)
+    upload_grant_grace_s: float = 86400.0
+    #: token buckets (tokens per second, burst): registrations per client IP, work
+    #: requests per client IP and per host. Generous: they stop floods, not volunteers.
+    rate_register_per_ip: Rate = field(default_factory=lambda: Rate(1.0, 100.0))
+    rate_work_per_ip: Rate = field(default_factory=lambda: Rate(50.0, 1000.0))
+    rate_work_per_host: Rate = field(default_factory=lambda: Rate(5.0, 100.0))
+    #: peers whose X-Forwarded-For is believed (a reverse proxy on the same machine)
+    trusted_proxies: frozenset[str] = frozenset()
     #: web session cookie ``Secure`` flag: None = only when the request or public_url is https
     cookie_secure: bool | None = None
     web_session_ttl_s: float = 12 * 3600.0  # a web login lasts this long
@@ -54,4 +69,5 @@ class ServerConfig:
 
     @property
     def base_url(self) -> str:
-        return self.public_url or f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls_cert is not None else "http"
+        return self.public_url or f"{scheme}://{self.host}:{self.port}"

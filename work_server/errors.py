@@ -60,3 +60,14 @@ class Unprocessable(DomainError):
 
 class InvalidResult(Unprocessable):
     code = "invalid_result"
+
+
+class TooManyRequests(DomainError):
+    """429; the error middleware adds ``Retry-After`` (whole seconds, rounded up)."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after_s: float, code: str | None = None) -> None:
+        super().__init__(detail, code=code)
+        self.retry_after_s = retry_after_s

@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from yadml_common.signing import b64encode, fingerprint, raw_public_key, sign_assignment
 from yadml_common.wire import (
     API_PREFIX,
     INPUT_SHARD,
@@ -22,6 +24,8 @@ from yadml_common.wire import (
     HeartbeatRequest,
     HostRegisterRequest,
     HostRegisterResponse,
+    ProjectInfo,
+    ProjectKey,
     TaskConfig,
     UploadAccepted,
     UploadSpec,
@@ -58,6 +62,16 @@ class FakeWorkServer:
         self.upload_script: list[tuple[int, str, dict[str, str]]] = []
         self.blob_corruption: set[str] = set()
         self.banned = False
+        #: the project's signing key: every unit from add_unit is signed with it
+        self.key = Ed25519PrivateKey.generate()
+        self.fingerprint = fingerprint(self.key.public_key())
+        self.project_keys: list[ProjectKey] = [
+            ProjectKey(
+                fingerprint=self.fingerprint,
+                public_key=b64encode(raw_public_key(self.key.public_key())),
+                current=True,
+            )
+        ]
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -74,6 +88,7 @@ class FakeWorkServer:
         weights: bytes = b"weights-bytes",
         deadline: datetime | None = None,
         max_bytes: int = 1 << 20,
+        sign: bool = True,
     ) -> WorkUnitAssignment:
         inputs = []
         for name, data in ((INPUT_SHARD, shard), (INPUT_WEIGHTS, weights)):
@@ -92,6 +107,8 @@ class FakeWorkServer:
             task=TaskConfig(seed=result_id),
             upload=UploadSpec(url=f"{API_PREFIX}/results/{result_id}", max_bytes=max_bytes),
         )
+        if sign:
+            unit = sign_assignment(unit, self.key)
         self.queue.append(unit)
         return unit
 
@@ -103,6 +120,10 @@ class FakeWorkServer:
         if self.banned:
             return _error(403, "forbidden", "host banned")
         return None
+
+    async def project(self, request: web.Request) -> web.Response:
+        info = ProjectInfo(name="fake", fingerprint=self.fingerprint, public_keys=self.project_keys)
+        return web.Response(body=info.model_dump_json(), content_type="application/json")
 
     async def register(self, request: web.Request) -> web.Response:
         body = HostRegisterRequest.model_validate_json(await request.read())
@@ -168,6 +189,7 @@ class FakeWorkServer:
 
     def app(self) -> web.Application:
         app = web.Application()
+        app.router.add_get(f"{API_PREFIX}/project", self.project)
         app.router.add_post(f"{API_PREFIX}/hosts", self.register)
         app.router.add_post(f"{API_PREFIX}/work", self.work)
         app.router.add_get(f"{API_PREFIX}/blobs/{{sha256}}", self.blob)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -12,7 +13,13 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from work_server import keys
-from work_server.errors import BadRequest, DomainError, PayloadTooLarge, Unprocessable
+from work_server.errors import (
+    BadRequest,
+    DomainError,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unprocessable,
+)
 from yadml_common.wire import ErrorBody
 
 log = logging.getLogger(__name__)
@@ -83,6 +90,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = error_response(exc.status, exc.code, exc.detail)
         if exc.status == 413:
             response.force_close()  # do not drain the unread rest of the body
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
         if request.path.startswith("/api/v1/results/"):
             metrics.rejected.labels(exc.code).inc()
     except web.HTTPException as exc:

@@ -30,17 +30,20 @@ _MODELS: list[type[BaseModel]] = [
     w.JobList,
     w.ServerStatus,
     w.TrainReport,
+    w.ProjectInfo,
+    w.HostBanStatus,
 ]
 
 _ERRORS = {
     "400": "Malformed request (bad JSON, bad id)",
     "401": "Missing or invalid token",
-    "403": "Forbidden (banned host, not your result)",
+    "403": "Forbidden (banned host, not your result, missing/invalid/foreign upload grant)",
     "404": "Not found",
     "409": "Conflict",
-    "410": "Gone: no longer wanted",
+    "410": "Gone: no longer wanted, or the upload grant expired",
     "413": "Body too large",
     "422": "Body failed validation",
+    "429": "Rate limited: retry after the Retry-After header's seconds",
 }
 
 HOST_AUTH: list[dict[str, list[str]]] = [{"hostToken": []}]
@@ -68,6 +71,10 @@ def _op(
     op: dict[str, Any] = {"summary": summary, "responses": dict(ok)}
     for code in errors:
         op["responses"][code] = _json(w.ErrorBody, _ERRORS[code])
+        if code == "429":
+            op["responses"][code]["headers"] = {
+                "Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True}
+            }
     if body is not None:
         op["requestBody"] = {"required": True, "content": body}
     op["security"] = security if security is not None else []
@@ -96,19 +103,25 @@ def build_openapi() -> dict[str, Any]:
     p = w.API_PREFIX
     octets = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
     paths: dict[str, Any] = {
+        f"{p}/project": {
+            "get": _op(
+                "Project name and Ed25519 public keys (clients pin them when attaching)",
+                ok={"200": _json(w.ProjectInfo)},
+            )
+        },
         f"{p}/hosts": {
             "post": _op(
                 "Register a volunteer host",
                 ok={"201": _json(w.HostRegisterResponse, "Registered")},
-                errors=("400", "413", "422"),
+                errors=("400", "413", "422", "429"),
                 body=_json_body(w.HostRegisterRequest),
             )
         },
         f"{p}/work": {
             "post": _op(
-                "Ask for work units",
+                "Ask for work units (each signed; upload.url carries the upload grant)",
                 ok={"200": _json(w.WorkResponse)},
-                errors=("400", "401", "403", "413", "422"),
+                errors=("400", "401", "403", "413", "422", "429"),
                 body=_json_body(w.WorkRequest),
                 security=HOST_AUTH,
             )
@@ -140,7 +153,17 @@ def build_openapi() -> dict[str, Any]:
                 errors=("400", "401", "403", "404", "409", "410", "413", "422"),
                 body=octets,
                 security=HOST_AUTH,
-                params=[_id_param("result_id")],
+                params=[
+                    _id_param("result_id"),
+                    {
+                        "name": "grant",
+                        "in": "query",
+                        "required": False,
+                        "description": "the upload grant (part of upload.url); or send it "
+                        "as the X-Upload-Grant header",
+                        "schema": {"type": "string", "maxLength": 512},
+                    },
+                ],
             )
         },
         f"{p}/results/{{result_id}}/failure": {
@@ -175,6 +198,24 @@ def build_openapi() -> dict[str, Any]:
                 errors=("400", "401", "403", "413", "422"),
                 body=_json_body(w.HeartbeatRequest),
                 security=HOST_AUTH,
+            )
+        },
+        f"{p}/hosts/{{host_id}}/ban": {
+            "post": _op(
+                "Ban a host: 403 host_banned on all its requests",
+                ok={"200": _json(w.HostBanStatus)},
+                errors=("400", "401", "404"),
+                security=OPERATOR_AUTH,
+                params=[_id_param("host_id")],
+            )
+        },
+        f"{p}/hosts/{{host_id}}/unban": {
+            "post": _op(
+                "Lift a host's ban",
+                ok={"200": _json(w.HostBanStatus)},
+                errors=("400", "401", "404"),
+                security=OPERATOR_AUTH,
+                params=[_id_param("host_id")],
             )
         },
         f"{p}/jobs": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -11,9 +12,11 @@ from work_server import keys
 from work_server.api.common import int_param, json_body, json_response
 from work_server.auth import check_operator
 from work_server.errors import NotFound
-from work_server.services import jobs
+from work_server.services import hosts, jobs
 from work_server.services.status import server_status
-from yadml_common.wire import API_PREFIX, JobList, JobSpec
+from yadml_common.wire import API_PREFIX, HostBanStatus, JobList, JobSpec
+
+log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
@@ -90,6 +93,25 @@ async def job_report_file(request: web.Request) -> web.StreamResponse:
     if not path.is_file():
         raise NotFound(f"job {job_id} has no {name} yet")
     return web.FileResponse(path)
+
+
+async def _set_banned(request: web.Request, banned: bool) -> web.Response:
+    _operator(request)
+    host_id = int_param(request, "host_id")
+    async with request.app[keys.SESSIONMAKER]() as session:
+        host = await hosts.set_banned(session, host_id, banned)
+    log.warning("host %d %s by the operator", host_id, "banned" if banned else "unbanned")
+    return json_response(HostBanStatus(host_id=host_id, banned=host.banned))
+
+
+@routes.post(f"{API_PREFIX}/hosts/{{host_id}}/ban")
+async def ban_host(request: web.Request) -> web.Response:
+    return await _set_banned(request, True)
+
+
+@routes.post(f"{API_PREFIX}/hosts/{{host_id}}/unban")
+async def unban_host(request: web.Request) -> web.Response:
+    return await _set_banned(request, False)
 
 
 @routes.get(f"{API_PREFIX}/status")

@@ -15,8 +15,10 @@ from work_server.auth import bearer_token
 from work_server.blobs import SHA256_RE
 from work_server.db.models import Blob, Host
 from work_server.errors import BadRequest, NotFound
+from work_server.ratelimit import client_ip
 from work_server.services import dispatch, hosts, uploads
 from work_server.services.hosts import authenticate_host
+from work_server.signing import UploadGrant
 from yadml_common.wire import (
     API_PREFIX,
     INPUT_SHARD,
@@ -26,6 +28,7 @@ from yadml_common.wire import (
     HeartbeatResponse,
     HostRegisterRequest,
     HostRegisterResponse,
+    ProjectInfo,
     TaskConfig,
     UploadAccepted,
     UploadSpec,
@@ -47,8 +50,24 @@ async def _host(request: web.Request, session: AsyncSession) -> Host:
     return await authenticate_host(session, bearer_token(request), time.time())
 
 
+def _rate_limit(request: web.Request, name: str, key: str, now: float) -> None:
+    request.app[keys.RATE_LIMITS][name].hit(key, now)
+
+
+def _ip(request: web.Request) -> str:
+    return client_ip(request, request.app[keys.CONFIG].trusted_proxies)
+
+
+@routes.get(f"{API_PREFIX}/project")
+async def project(request: web.Request) -> web.Response:
+    """The project's name and public keys: what ``yadml-client attach`` pins."""
+    info: ProjectInfo = request.app[keys.SIGNER].project_info(time.time())
+    return json_response(info)
+
+
 @routes.post(f"{API_PREFIX}/hosts")
 async def register(request: web.Request) -> web.Response:
+    _rate_limit(request, "register_ip", _ip(request), time.monotonic())
     body = await json_body(request, HostRegisterRequest)
     async with request.app[keys.SESSIONMAKER]() as session:
         host, token = await hosts.register_host(session, body, time.time())
@@ -59,14 +78,19 @@ async def register(request: web.Request) -> web.Response:
 @routes.post(f"{API_PREFIX}/work")
 async def request_work(request: web.Request) -> web.Response:
     config = request.app[keys.CONFIG]
+    _rate_limit(request, "work_ip", _ip(request), time.monotonic())
     body = await json_body(request, WorkRequest, allow_empty=True)
     now = time.time()
     async with request.app[keys.SESSIONMAKER]() as session:
         host = await _host(request, session)
+        assert host.id is not None
+        _rate_limit(request, "work_host", str(host.id), time.monotonic())
         claimed = await dispatch.claim_work(
             session, host, max_units=body.max_units, runtimes=body.runtimes, now=now
         )
     blobs = request.app[keys.BLOBS]
+    signer = request.app[keys.SIGNER]
+    grants = request.app[keys.UPLOAD_GRANTS]
     units = []
     for c in claimed:
         wu = c.workunit
@@ -79,23 +103,30 @@ async def request_work(request: web.Request) -> web.Response:
             )
             for name, sha in ((INPUT_SHARD, wu.shard_sha256), (INPUT_WEIGHTS, wu.weights_sha256))
         ]
-        units.append(
-            WorkUnitAssignment(
+        grant = grants.issue(
+            UploadGrant(
                 result_id=c.result_id,
-                workunit_id=wu.id or 0,
-                job_id=wu.job_id,
-                round=c.round_number,
-                deadline=datetime.fromtimestamp(c.deadline, tz=UTC),
-                runtime=c.runtime,
-                inputs=inputs,
-                task=TaskConfig.model_validate(wu.task),
-                upload=UploadSpec(
-                    url=_url(request, f"{API_PREFIX}/results/{c.result_id}"),
-                    max_bytes=wu.max_output_bytes,
-                ),
-                image=config.worker_image if c.runtime == "docker" else None,
+                host_id=host.id,
+                max_bytes=wu.max_output_bytes,
+                expires=c.deadline + config.upload_grant_grace_s,
             )
         )
+        assignment = WorkUnitAssignment(
+            result_id=c.result_id,
+            workunit_id=wu.id or 0,
+            job_id=wu.job_id,
+            round=c.round_number,
+            deadline=datetime.fromtimestamp(c.deadline, tz=UTC),
+            runtime=c.runtime,
+            inputs=inputs,
+            task=TaskConfig.model_validate(wu.task),
+            upload=UploadSpec(
+                url=_url(request, f"{API_PREFIX}/results/{c.result_id}?grant={grant}"),
+                max_bytes=wu.max_output_bytes,
+            ),
+            image=config.worker_image if c.runtime == "docker" else None,
+        )
+        units.append(signer.sign(assignment))
     request.app[keys.METRICS].dispatched.inc(len(units))
     return json_response(
         WorkResponse(units=units, retry_after_s=0.0 if units else config.retry_after_s)
@@ -136,14 +167,27 @@ async def blob_etag_hook(request: web.Request, response: web.StreamResponse) -> 
         response.headers["ETag"] = etag
 
 
+#: the upload grant, as a header; or the ``grant`` query parameter of ``upload.url``
+GRANT_HEADER = "X-Upload-Grant"
+
+
 @routes.put(f"{API_PREFIX}/results/{{result_id}}")
 async def upload_result(request: web.Request) -> web.Response:
     result_id = int_param(request, "result_id")
     app = request.app
     async with app[keys.SESSIONMAKER]() as session:
         host = await _host(request, session)
+        assert host.id is not None
+        grant = app[keys.UPLOAD_GRANTS].check(
+            request.headers.get(GRANT_HEADER) or request.query.get("grant"),
+            result_id=result_id,
+            host_id=host.id,
+            content_length=request.content_length,
+            now=time.time(),
+        )
         target = await uploads.prepare_upload(session, host, result_id)
-        body = await read_limited(request, target.workunit.max_output_bytes)
+        limit = min(grant.max_bytes, target.workunit.max_output_bytes)
+        body = await read_limited(request, limit)
         sha, duplicate, late = await uploads.accept_upload(
             session,
             target,

@@ -8,7 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.auth import hash_token, new_token
 from work_server.db.models import Host, Outcome, Result, ServerState, WorkUnit, WorkUnitState
-from work_server.errors import Forbidden, Unauthorized
+from work_server.errors import Forbidden, NotFound, Unauthorized
 from yadml_common.wire import HeartbeatRequest, HostRegisterRequest
 
 
@@ -43,6 +43,19 @@ async def authenticate_host(session: AsyncSession, token: str, now: float) -> Ho
     if host.banned:
         raise Forbidden("this host is banned by the project", code="host_banned")
     host.last_contact = now
+    return host
+
+
+async def set_banned(session: AsyncSession, host_id: int, banned: bool = True) -> Host:
+    """Ban (or unban) a host. A banned host gets 403 ``host_banned`` on every request it
+    authenticates (work, blobs, uploads, failure reports, heartbeats); the results it
+    holds run out at their deadlines and are reissued to other hosts."""
+    host = await session.get(Host, host_id)
+    if host is None:
+        raise NotFound(f"no host {host_id}")
+    await session.exec(update(Host).where(col(Host.id) == host_id).values(banned=banned))
+    await session.commit()
+    await session.refresh(host)
     return host
 
 

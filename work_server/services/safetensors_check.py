@@ -9,6 +9,7 @@ after), and only then let numpy view the bytes. Nothing here executes code from 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ MAX_TENSORS = 1024
 MAX_NAME_LEN = 256
 MAX_METADATA_ITEMS = 16
 MAX_METADATA_VALUE = 64 * 1024
+MAX_TENSOR_BYTES = 1 << 40  # far above any model we train, far below numpy's 2**63 limit
 
 DTYPES: dict[str, np.dtype[Any]] = {
     "F64": np.dtype("<f8"),
@@ -97,7 +99,11 @@ def parse_header(data: bytes | memoryview) -> Header:
             or offsets[0] > offsets[1]
         ):
             raise SafetensorsError(f"tensor {name!r}: bad data_offsets")
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        # Python ints: no int64 wrap-around ([2**16] * 4 -> 0). Zero dimensions are counted
+        # as 1 in the size bound, or numpy could not even view an empty [0, 2**31, 2**31...].
+        count = math.prod(shape)
+        if math.prod(max(1, d) for d in shape) * DTYPES[dtype].itemsize > MAX_TENSOR_BYTES:
+            raise SafetensorsError(f"tensor {name!r}: shape too large")
         if (offsets[1] - offsets[0]) != count * DTYPES[dtype].itemsize:
             raise SafetensorsError(f"tensor {name!r}: data_offsets do not match shape x dtype")
         tensors[name] = TensorInfo(dtype, tuple(shape), offsets[0], offsets[1])

@@ -186,10 +186,16 @@ async def test_someone_elses_and_unknown_results(client: Client, config: ServerC
     unit = await fetch_unit(client, token)
     before = db_snapshot(config)
     good = make_result(unit.weights)
+    # the upload grant in upload_url names the owner's host: refused before the body
     await _expect(
         await client.put(unit.upload_url, data=good, headers=bearer(intruder)),
         403,
-        "not_your_result",
+        "foreign_upload_grant",
+    )
+    await _expect(
+        await client.put(f"/api/v1/results/{unit.result_id}", data=good, headers=bearer(intruder)),
+        403,
+        "invalid_upload_grant",
     )
     await _expect(
         await client.post(
@@ -199,7 +205,11 @@ async def test_someone_elses_and_unknown_results(client: Client, config: ServerC
         ),
         403,
     )
-    await _expect(await client.put("/api/v1/results/999999", data=good, headers=bearer(token)), 404)
+    await _expect(
+        await client.put("/api/v1/results/999999", data=good, headers=bearer(token)),
+        403,
+        "invalid_upload_grant",
+    )
     await _expect(await client.put("/api/v1/results/abc", data=good, headers=bearer(token)), 400)
     assert db_snapshot(config) == before
 
