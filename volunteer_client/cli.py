@@ -35,8 +35,8 @@ from yadml_common.wire import RUNTIMES, HostRegisterRequest, ProjectInfo, Runtim
 
 from .api import ServerAPI
 from .daemon import Daemon
-from .errors import YadmlClientError
-from .executors import get_executor
+from .errors import ExecutionFailed, YadmlClientError
+from .executors import Executor, get_executor
 from .faults import AttackSpec, FaultyExecutor, parse_attack, parse_faults
 from .state import Attachment, StateDir, default_state_dir
 
@@ -234,6 +234,17 @@ async def _attach(
     return 0
 
 
+async def _remove_leftovers(executor: Executor) -> None:
+    """Docker: remove the containers a killed earlier run of this client left behind."""
+    from .executors.docker import DockerExecutor
+
+    if isinstance(executor, DockerExecutor):
+        try:
+            await asyncio.to_thread(executor.cleanup)
+        except ExecutionFailed as exc:
+            log.warning("%s", exc.detail)
+
+
 def _executor_options(state: StateDir, args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of the chosen executor's class."""
     if args.executor != "docker":
@@ -263,6 +274,7 @@ async def _run(state: StateDir, args: argparse.Namespace) -> int:
         verifier = WorkVerifier.from_b64(attachment.project_keys)
         executor = get_executor(args.executor, **_executor_options(state, args))
         inner = executor
+        await _remove_leftovers(inner)
         if args.faults or args.attack is not None:
             log.warning("fault injection on: faults %s, attack %s", args.faults, args.attack)
             executor = FaultyExecutor(

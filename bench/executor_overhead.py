@@ -1,0 +1,268 @@
+"""Per-unit overhead of the executors: process, Docker (one container per unit), Docker warm.
+
+Each executor trains the same one-epoch MNIST shard (``--samples`` images, LeNet, Adam, batch
+64, 1 thread: a demo volunteer's unit) ``--units`` times in a row. For every unit:
+
+* ``train``: the trainer's own time (``TrainReport.elapsed_s``: read the inputs, train,
+  write the output);
+* ``start``: from ``executor.run()`` to the trainer being ready (interpreter, ``import
+  torch``, and for Docker creating and starting the container) = time until the output file
+  was written minus ``train``;
+* ``teardown``: from the output file being written to ``run()`` returning (process exit or
+  container exit, logs, removal);
+* ``fixed`` = ``start + teardown`` and its share of the unit's wall time.
+
+The executors take turns (process, docker, docker warm, process, ...) so that other load on
+the machine hits them alike; the table shows medians per column and the least fixed cost.
+
+Also measured: a bare ``docker run --rm <image> true`` (the engine's own cost), and the worker
+image's size installed and compressed (``docker save | gzip``), next to the 0.5 GB image the
+project's origin measured.
+
+    .venv/bin/python bench/executor_overhead.py [--samples 15000] [--units 3]
+
+Prints a table and writes ``bench/results/executor_overhead.json``. Needs a Docker engine and
+the worker image (``make image``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import safetensors.torch
+import torch
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from volunteer_client.executors.base import ExecutionRequest, Executor
+from volunteer_client.executors.docker import DockerExecutor
+from volunteer_client.executors.image import default_image
+from volunteer_client.executors.process import ProcessExecutor
+from work_server.ml.datasets import load_dataset
+from yadml_common.nn import build_model
+from yadml_common.wire import REPORT_METADATA_KEY, SHARD_IMAGES, SHARD_LABELS, TaskConfig
+
+RESULTS = Path(__file__).resolve().parent / "results" / "executor_overhead.json"
+REFERENCE_IMAGE_GB = 0.5  # the origin's Docker image (and 62 s average start)
+
+
+def make_inputs(root: Path, samples: int) -> tuple[Path, Path]:
+    data = load_dataset("mnist")
+    shard = root / "shard.safetensors"
+    safetensors.torch.save_file(
+        {
+            SHARD_IMAGES: torch.from_numpy(data.train_images[:samples].copy()),
+            SHARD_LABELS: torch.from_numpy(data.train_labels[:samples].copy()),
+        },
+        str(shard),
+    )
+    torch.manual_seed(0)
+    weights = root / "weights.safetensors"
+    model = build_model("lenet")
+    safetensors.torch.save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(weights)
+    )
+    return shard, weights
+
+
+async def run_unit(
+    executor: Executor, root: Path, shard: Path, weights: Path, label: str
+) -> dict[str, float]:
+    work = root / label
+    (work / "inputs").mkdir(parents=True)
+    s, w = work / "inputs" / "shard", work / "inputs" / "weights"
+    os.link(shard, s)
+    os.link(weights, w)
+    request = ExecutionRequest(
+        work_dir=work,
+        shard_path=s,
+        weights_path=w,
+        task=TaskConfig(model="lenet", seed=1, batch_size=64),
+        output_path=work / "output.safetensors",
+        timeout_s=1800,
+        threads=1,
+        progress_path=work / "progress",
+    )
+    t0 = time.time()
+    await executor.run(request)
+    t_end = time.time()
+    t_out = request.output_path.stat().st_mtime
+    with safetensors.safe_open(str(request.output_path), "pt") as f:
+        report = json.loads((f.metadata() or {})[REPORT_METADATA_KEY])
+    train = float(report["elapsed_s"])
+    wall = t_end - t0
+    start = (t_out - t0) - train
+    teardown = t_end - t_out
+    shutil.rmtree(work)
+    return {
+        "wall_s": wall,
+        "train_s": train,
+        "start_s": start,
+        "teardown_s": teardown,
+        "fixed_s": wall - train,
+        "fixed_share": (wall - train) / wall,
+    }
+
+
+def bare_container_s(image: str, runs: int = 3) -> float:
+    import docker
+
+    client = docker.from_env()
+    times = []
+    try:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            client.containers.run(image, ["true"], remove=True, network_mode="none")
+            times.append(time.perf_counter() - t0)
+    finally:
+        client.close()
+    return statistics.median(times)
+
+
+def image_sizes(image: str) -> dict[str, float]:
+    import docker
+
+    client = docker.from_env()
+    try:
+        img = client.images.get(image)
+        installed = int(img.attrs["Size"])
+        compressed = 0
+        with tempfile.TemporaryFile() as raw:
+            for chunk in img.save(named=True):
+                raw.write(chunk)
+            raw.seek(0)
+            comp = gzip.compress(raw.read(), compresslevel=6)
+            compressed = len(comp)
+        layers = len(img.attrs.get("RootFS", {}).get("Layers", []))
+    finally:
+        client.close()
+    return {
+        "installed_mb": installed / 1e6,
+        "compressed_mb": compressed / 1e6,
+        "layers": layers,
+        "reference_mb": REFERENCE_IMAGE_GB * 1000,
+    }
+
+
+def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Medians per column, the least fixed cost, and the median fixed cost's share."""
+    out = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    out["fixed_min_s"] = min(r["fixed_s"] for r in rows)
+    out["fixed_share"] = out["fixed_s"] / out["wall_s"]
+    return out
+
+
+async def bench(samples: int, units: int, image: str) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="yadml-bench-") as tmp:
+        root = Path(tmp)
+        shard, weights = make_inputs(root, samples)
+        process = ProcessExecutor()
+        cold = DockerExecutor(image=image, client_id="bench-cold")
+        warm = DockerExecutor(
+            image=image, client_id="bench-warm", warm=True, spool_dir=root / "spool"
+        )
+        for name in ("process", "docker", "docker_warm_first", "docker_warm"):
+            results[name] = []
+        try:
+            # the first warm unit also starts the container; the others find it running
+            results["docker_warm_first"].append(
+                await run_unit(warm, root, shard, weights, "warm-first")
+            )
+            # interleaved, so that other load on the machine hits every executor alike
+            for i in range(units):
+                for name, executor in (
+                    ("process", process),
+                    ("docker", cold),
+                    ("docker_warm", warm),
+                ):
+                    results[name].append(
+                        await run_unit(executor, root, shard, weights, f"{name}-{i}")
+                    )
+        finally:
+            await warm.aclose()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Per-unit overhead of the executors")
+    p.add_argument("--samples", type=int, default=15000, help="shard size (MNIST/4 volunteers)")
+    p.add_argument("--units", type=int, default=3, help="units per executor")
+    p.add_argument("--image", default=None, help="worker image (default: this trainer's)")
+    p.add_argument("--no-sizes", action="store_true", help="skip the image size measurement")
+    args = p.parse_args(argv)
+    image = args.image or default_image()
+    console = Console(width=max(Console().width, 110))
+    load_before = os.getloadavg()[0]
+    runs = asyncio.run(bench(args.samples, args.units, image))
+    bare = bare_container_s(image)
+    sizes = None if args.no_sizes else image_sizes(image)
+
+    table = Table(title=f"per-unit cost, one epoch of {args.samples} MNIST samples, 1 thread")
+    for col in (
+        "executor", "start s", "teardown s", "fixed s", "fixed min s", "train s", "wall s",
+        "fixed share",
+    ):  # fmt: skip
+        table.add_column(col, justify="right")
+    summary = {}
+    for name, rows in runs.items():
+        s = summarize(rows)
+        summary[name] = s
+        table.add_row(
+            name,
+            f"{s['start_s']:.2f}",
+            f"{s['teardown_s']:.2f}",
+            f"{s['fixed_s']:.2f}",
+            f"{s['fixed_min_s']:.2f}",
+            f"{s['train_s']:.2f}",
+            f"{s['wall_s']:.2f}",
+            f"{100 * s['fixed_share']:.1f}%",
+        )
+    console.print(table)
+    console.print(f"bare `docker run --rm {image} true`: {bare:.2f} s (median of 3)")
+    if sizes:
+        console.print(
+            f"image {image}: {sizes['installed_mb']:.0f} MB installed, "
+            f"{sizes['compressed_mb']:.0f} MB compressed (docker save | gzip), "
+            f"reference {sizes['reference_mb']:.0f} MB"
+        )
+    out = {
+        "image": image,
+        "samples": args.samples,
+        "units": args.units,
+        "threads": 1,
+        "summary_median": summary,
+        "runs": runs,
+        "bare_container_s": bare,
+        "image_sizes": sizes,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_1min_before": load_before,
+            "loadavg_1min_after": os.getloadavg()[0],
+        },
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    console.print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
