@@ -187,6 +187,10 @@ async def upload_result(request: web.Request) -> web.Response:
         )
         target = await uploads.prepare_upload(session, host, result_id)
         limit = min(grant.max_bytes, target.workunit.max_output_bytes)
+        # free the (single, for SQLite) connection while the body arrives: a slow volunteer
+        # must not hold the database. Nothing is written yet; keep the loaded rows detached.
+        session.expunge_all()
+        await session.rollback()
         body = await read_limited(request, limit)
         sha, duplicate, late = await uploads.accept_upload(
             session,

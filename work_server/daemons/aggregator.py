@@ -30,9 +30,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import func, update
 from sqlmodel import col, select
@@ -126,6 +127,7 @@ async def run_once(
             problem = await _write_report(session, job_id, now, runs_dir=runs_dir)
             if problem:
                 problems.append(problem)
+    await _complete_finished_jobs(session, now, runs_dir=runs_dir)  # part of closing a round
     await record_run(session, NAME, now, error="; ".join(problems) or None)
     return handled
 
@@ -241,6 +243,28 @@ async def _fail_job(session: AsyncSession, job_id: int, now: float, error: str) 
 # ----------------------------------------------------------------------------- rounds
 
 
+class BlobUpdates(Sequence[Update]):
+    """The round's updates, each decoded from its blob only when accessed: a streaming merge
+    (FedAvg) holds one update at a time instead of all K."""
+
+    def __init__(self, blobs: BlobStore, items: list[tuple[str, int]]) -> None:
+        self._blobs = blobs
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, i: int) -> Update: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Update]: ...
+    def __getitem__(self, i: int | slice) -> Update | list[Update]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        sha, n = self._items[i]
+        return Update(weights=decode_weights(self._blobs.get(sha)), num_samples=n)
+
+
 def _merge_and_evaluate(
     spec: JobSpec,
     info: dict[str, Any],
@@ -251,9 +275,7 @@ def _merge_and_evaluate(
     """Blocking: screen (if enabled) and merge the canonical results ``(result id, sha,
     num_samples)``, evaluate the merged weights on the test set."""
     previous = decode_weights(blobs.get(previous_sha))
-    updates = [
-        Update(weights=decode_weights(blobs.get(sha)), num_samples=n) for _, sha, n in canonical
-    ]
+    updates: Sequence[Update] = BlobUpdates(blobs, [(sha, n) for _, sha, n in canonical])
     screened: list[tuple[int, str]] = []
     ratio = spec.merge.screen_norm_ratio
     if ratio is not None:
@@ -393,18 +415,54 @@ async def _maybe_close_round(
         total,
         evaluation.accuracy,
     )
-    if final:
-        await session.flush()
+    if not final:
+        await create_round(session, job, rnd.number + 1, new_sha, now)
+    # after the last round the job stays "running" until its final report is on disk
+    # (_complete_finished_jobs), so whoever sees "completed" also sees the whole report
+    await session.commit()
+    return job_id
+
+
+async def _complete_finished_jobs(session: AsyncSession, now: float, *, runs_dir: Path) -> int:
+    """Running jobs whose last round is done and that have no running round: write the final
+    report, then mark them completed. Also picks up a job left so by a crash in between."""
+    jobs = (await session.exec(select(Job).where(col(Job.state) == JobState.running))).all()
+    completed = 0
+    for job in jobs:
+        spec = JobSpec.model_validate(job.spec)
+        running = (
+            await session.exec(
+                select(func.count())
+                .select_from(Round)
+                .where(col(Round.job_id) == job.id, col(Round.state) == RoundState.running)
+            )
+        ).one()
+        last_done = (
+            await session.exec(
+                select(func.max(Round.number)).where(
+                    col(Round.job_id) == job.id, col(Round.state) == RoundState.done
+                )
+            )
+        ).one()
+        if running or last_done is None or last_done < spec.rounds or job.id is None:
+            continue
+        await _write_report(
+            session,
+            job.id,
+            now,
+            runs_dir=runs_dir,
+            override={"state": JobState.completed, "finished_at": now},
+        )
         await session.exec(
             update(Job)
-            .where(col(Job.id) == job_id, col(Job.state) == JobState.running)
+            .where(col(Job.id) == job.id, col(Job.state) == JobState.running)
             .values(state=JobState.completed, finished_at=now)
             .execution_options(synchronize_session=False)
         )
-    else:
-        await create_round(session, job, rnd.number + 1, new_sha, now)
-    await session.commit()
-    return job_id
+        await session.commit()
+        log.info("job %s completed", job.id)
+        completed += 1
+    return completed
 
 
 async def _mark_screened(session: AsyncSession, screened: list[tuple[int, str]]) -> None:
@@ -412,6 +470,9 @@ async def _mark_screened(session: AsyncSession, screened: list[tuple[int, str]])
     for an invalid result. No commit."""
     for result_id, reason in screened:
         log.info("result %s screened out of the merge: %s", result_id, reason)
+        was_valid = (
+            await session.exec(select(Result.validate_state).where(col(Result.id) == result_id))
+        ).one_or_none() == ValidateState.valid
         changed = await session.exec(
             update(Result)
             .where(col(Result.id) == result_id, col(Result.outcome) == Outcome.success)
@@ -433,17 +494,27 @@ async def _mark_screened(session: AsyncSession, screened: list[tuple[int, str]])
             await session.exec(
                 update(Host)
                 .where(col(Host.id) == host_id)
-                .values(results_invalid=col(Host.results_invalid) + 1, consecutive_valid=0)
+                .values(
+                    results_invalid=col(Host.results_invalid) + 1,
+                    consecutive_valid=0,
+                    # the validator had counted it valid: it is counted once, as invalid
+                    results_valid=col(Host.results_valid) - (1 if was_valid else 0),
+                )
                 .execution_options(synchronize_session=False)
             )
+            if was_valid:
+                await trust.unrecord_valid(session, host_id, runtime)
             await trust.record_invalid(session, host_id, runtime)
 
 
 # ----------------------------------------------------------------------------- report
 
 
-async def build_report(session: AsyncSession, job_id: int, now: float) -> dict[str, Any] | None:
-    """The report dict of a job from the database (None when no round is done yet)."""
+async def build_report(
+    session: AsyncSession, job_id: int, now: float, override: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The report dict of a job from the database (None when no round is done yet);
+    ``override`` replaces job fields (state, finished_at) about to be committed."""
     job = await session.get(Job, job_id, populate_existing=True)
     if job is None:
         return None
@@ -474,26 +545,33 @@ async def build_report(session: AsyncSession, job_id: int, now: float) -> dict[s
     last = metrics[-1]
     final = {"round": last["round"], **{k: last[k] for k in METRIC_KEYS}}
     started = job.started_at if job.started_at is not None else job.created_at
+    state = (override or {}).get("state", job.state)
+    finished_at = (override or {}).get("finished_at", job.finished_at)
     return {
         "job_id": job_id,
         "dataset": spec.dataset,
         "model": spec.model,
         "config": spec.model_dump(mode="json"),
-        "state": job.state,
+        "state": state,
         "rounds": metrics,
         "final": final,
         "confusion_matrix": (job.info or {}).get(INFO_CONFUSION),
-        "wall_s": (job.finished_at or now) - started,
+        "wall_s": (finished_at or now) - started,
         "model_sha256": job.model_sha256,
     }
 
 
 async def _write_report(
-    session: AsyncSession, job_id: int, now: float, *, runs_dir: Path
+    session: AsyncSession,
+    job_id: int,
+    now: float,
+    *,
+    runs_dir: Path,
+    override: dict[str, Any] | None = None,
 ) -> str | None:
     """Rewrite a job's report; returns a problem description instead of raising (the round
     is already closed and committed; the next round's report will try again)."""
-    report = await build_report(session, job_id, now)
+    report = await build_report(session, job_id, now, override)
     if report is None:
         return None
     run_dir = runs_dir / str(job_id)

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import torch
 
-from work_server.merge.base import MergePolicy, Update, combine
+from work_server.merge.base import MergePolicy, Update, linear_combine
 
 __all__ = ["SimpleAverage", "weighted_average", "weighted_mean"]
 
@@ -29,8 +29,15 @@ def weighted_mean(stacked: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 def weighted_average(
     updates: Sequence[Update], previous: Mapping[str, torch.Tensor] | None = None
 ) -> dict[str, torch.Tensor]:
-    """Sample-weighted average of the updates' floating tensors."""
-    return combine(updates, previous or {}, weighted_mean)
+    """Sample-weighted average of the updates' floating tensors, streaming (one pass, one
+    float64 accumulator; see :func:`~work_server.merge.base.linear_combine`)."""
+    if not updates:
+        raise ValueError("no updates to merge")
+    counts = [u.num_samples for u in updates]
+    if any(isinstance(n, bool) or n < 1 for n in counts):
+        raise ValueError("num_samples must be >= 1")
+    total = float(sum(counts))
+    return linear_combine(updates, previous or {}, [n / total for n in counts])
 
 
 class SimpleAverage(MergePolicy):

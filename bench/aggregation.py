@@ -1,0 +1,222 @@
+"""Aggregation cost per merge policy, against the memory-bandwidth floor.
+
+For K updates of P parameters (LeNet: 61,706; the CNN of the FedAvg paper: 1,663,370),
+time each merge policy and compare it with the floor: one numpy pass reading the same
+K*P float32 values (``acc += x_k``), timed in the same run. Updates are served lazily from
+a pool of distinct arrays, as the aggregator serves them from blob files, so a streaming
+policy never holds all K updates; the table reports peak extra memory (tracemalloc does not
+see torch, so we measure the peak RSS delta of a fresh subprocess per cell).
+
+    .venv/bin/python bench/aggregation.py            # K = 10, 100, 1000
+    .venv/bin/python bench/aggregation.py --quick    # K = 10, 100
+
+Writes ``bench/results/aggregation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+
+#: parameter shapes of the two models
+MODELS: dict[str, list[tuple[int, ...]]] = {
+    "lenet-62k": [
+        (6, 1, 5, 5),
+        (6,),
+        (16, 6, 5, 5),
+        (16,),
+        (120, 16, 5, 5),
+        (120,),
+        (84, 120),
+        (84,),
+        (10, 84),
+        (10,),
+    ],
+    "fedavg-cnn-1.66M": [
+        (32, 1, 5, 5),
+        (32,),
+        (64, 32, 5, 5),
+        (64,),
+        (512, 3136),
+        (512,),
+        (10, 512),
+        (10,),
+    ],
+}
+POLICIES = ["simple_average", "regularized", "median", "trimmed_mean", "krum"]
+POOL = 24  # distinct update arrays cycled through (bounds the benchmark's own memory)
+
+
+def _params(model: str) -> int:
+    return sum(math.prod(shape) for shape in MODELS[model])
+
+
+class LazyUpdates(Sequence[Any]):
+    """K updates materialised on access from a small pool, like blobs read on demand."""
+
+    def __init__(self, pool: list[dict[str, Any]], k: int) -> None:
+        self.pool, self.k = pool, k
+
+    def __len__(self) -> int:
+        return self.k
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Any]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        from work_server.merge import Update
+
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.k))]
+        if not -self.k <= i < self.k:
+            raise IndexError(i)
+        return Update(weights=self.pool[i % len(self.pool)], num_samples=100 + i % 7)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self[i] for i in range(self.k))
+
+
+def run_cell(model: str, k: int, policy: str) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from work_server.merge import get_policy
+    from yadml_common.wire import MergeSpec
+
+    torch.set_num_threads(1)
+    shapes = MODELS[model]
+    gen = torch.Generator().manual_seed(0)
+    pool = [
+        {f"t{j}": torch.randn(s, generator=gen) for j, s in enumerate(shapes)}
+        for _ in range(min(POOL, k))
+    ]
+    previous = {name: torch.zeros_like(t) for name, t in pool[0].items()}
+    p = sum(t.numel() for t in pool[0].values())
+    flat_pool = [np.concatenate([t.numpy().ravel() for t in u.values()]) for u in pool]
+    # floor: one pass over K*P float32 values
+    acc = np.zeros(p, np.float32)
+    t0 = time.perf_counter()
+    for i in range(k):
+        acc += flat_pool[i % len(flat_pool)]
+    floor_s = time.perf_counter() - t0
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    spec = MergeSpec(method=policy)
+    merge = get_policy(spec)
+    updates = LazyUpdates(pool, k)
+    t0 = time.perf_counter()
+    merge.merge(updates, previous)
+    policy_s = time.perf_counter() - t0
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "model": model,
+        "params": p,
+        "k": k,
+        "policy": policy,
+        "seconds": policy_s,
+        "floor_seconds": floor_s,
+        "floor_ratio": floor_s / policy_s if policy_s else 0.0,
+        "floor_gb_per_s": k * p * 4 / floor_s / 1e9,
+        "peak_extra_mb": max(0, rss1 - rss0) / 1024,
+        "updates_mb": k * p * 4 / 2**20,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="K = 10 and 100 only")
+    ap.add_argument("--cell", nargs=3, metavar=("MODEL", "K", "POLICY"), help=argparse.SUPPRESS)
+    ap.add_argument("--output", type=Path, default=RESULTS / "aggregation.json")
+    args = ap.parse_args()
+    if args.cell:
+        print(json.dumps(run_cell(args.cell[0], int(args.cell[1]), args.cell[2])))
+        return 0
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    ks = [10, 100] if args.quick else [10, 100, 1000]
+    rows: list[dict[str, Any]] = []
+    for model in MODELS:
+        for k in ks:
+            for policy in POLICIES:
+                if policy == "krum" and k * _params(model) > 20_000_000:
+                    continue  # O(K^2 P) pairwise distances: see README
+                out = subprocess.run(
+                    [sys.executable, __file__, "--cell", model, str(k), policy],
+                    capture_output=True,
+                    text=True,
+                    timeout=1800,
+                )
+                if out.returncode != 0:
+                    rows.append(
+                        {
+                            "model": model,
+                            "k": k,
+                            "policy": policy,
+                            "error": out.stderr.strip().splitlines()[-1],
+                        }
+                    )
+                    console.print(f"{model} K={k} {policy}: FAILED {rows[-1]['error']}")
+                    continue
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                r = rows[-1]
+                console.print(
+                    f"{model} K={k} {policy}: {r['seconds']:.3f} s "
+                    f"(floor {r['floor_seconds']:.3f} s)"
+                )
+    base = {
+        (r["model"], r["k"]): r["seconds"]
+        for r in rows
+        if r.get("policy") == "simple_average" and "seconds" in r
+    }
+    table = Table(title="aggregation: seconds per merge, vs the one-pass floor")
+    for col in (
+        "model",
+        "K",
+        "policy",
+        "seconds",
+        "floor s",
+        "% of floor speed",
+        "x simple_average",
+        "peak extra MB",
+        "updates MB",
+    ):
+        table.add_column(col, justify="right")
+    for r in rows:
+        if "seconds" not in r:
+            table.add_row(r["model"], str(r["k"]), r["policy"], "failed", "", "", "", "", "")
+            continue
+        rel = r["seconds"] / base[(r["model"], r["k"])] if (r["model"], r["k"]) in base else 0
+        table.add_row(
+            r["model"],
+            str(r["k"]),
+            r["policy"],
+            f"{r['seconds']:.3f}",
+            f"{r['floor_seconds']:.3f}",
+            f"{100 * r['floor_ratio']:.0f}%",
+            f"{rel:.1f}",
+            f"{r['peak_extra_mb']:.0f}",
+            f"{r['updates_mb']:.0f}",
+        )
+    console.print(table)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"rows": rows, "pool": POOL}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
