@@ -172,7 +172,7 @@ async def record_invalid(session: AsyncSession, host_id: int | None, runtime: st
     if host_id is None or runtime is None:
         return
     await get_trust(session, host_id, runtime, cpus=await _cpus(session, host_id))
-    halved = col(HostRuntimeTrust.daily_quota) / 2
+    halved = col(HostRuntimeTrust.daily_quota) // 2
     await session.exec(
         update(HostRuntimeTrust)
         .where(*_where(host_id, runtime))  # type: ignore[arg-type]
@@ -181,6 +181,19 @@ async def record_invalid(session: AsyncSession, host_id: int | None, runtime: st
             consecutive_valid=0,
             daily_quota=case((halved < 1, 1), else_=halved),
         )
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def unrecord_valid(session: AsyncSession, host_id: int | None, runtime: str | None) -> None:
+    """A result the validator counted valid was rejected later (screening): take the valid
+    count back (the caller then records it invalid), so it is counted once."""
+    if host_id is None or runtime is None:
+        return
+    await session.exec(
+        update(HostRuntimeTrust)
+        .where(*_where(host_id, runtime), col(HostRuntimeTrust.valid) > 0)  # type: ignore[arg-type]
+        .values(valid=col(HostRuntimeTrust.valid) - 1)
         .execution_options(synchronize_session=False)
     )
 

@@ -112,6 +112,12 @@ async def test_disagreeing_host_loses_trust_and_quota(sim: Sim) -> None:
     t = await _trust(sim, cheat)
     assert (t.invalid, t.consecutive_valid) == (1, 0)
     assert t.daily_quota == t.max_daily_quota // 2
+    async with sim.sm() as s:  # halving stays an integer: 50 -> 25 -> 12 -> 6
+        for _ in range(3):
+            await trust.record_invalid(s, cheat, "process")
+        await s.commit()
+    t = await _trust(sim, cheat)
+    assert t.daily_quota == 6 and isinstance(t.daily_quota, int)
     assert (await _trust(sim, honest1)).consecutive_valid == 1
     h = await sim.get(Host, cheat)
     assert (h.results_invalid, h.consecutive_valid) == (1, 0)
@@ -119,7 +125,7 @@ async def test_disagreeing_host_loses_trust_and_quota(sim: Sim) -> None:
     async with sim.sm() as s:
         status = await server_status(s, now=T0 + 3, active_window_s=3600)
     by_host = {h.host_id: h for h in status.host_trust}
-    assert by_host[cheat].invalid == 1 and not by_host[cheat].trusted
+    assert by_host[cheat].invalid == 4 and not by_host[cheat].trusted
     assert status.hosts_trusted == 0  # threshold 2 not reached yet
 
 

@@ -43,7 +43,7 @@ async def test_screened_result_is_invalid_and_left_out(sim: Sim) -> None:
 
     bad_host: Host = await sim.get(Host, hosts[2])
     assert (bad_host.results_invalid, bad_host.consecutive_valid) == (1, 0)
-    assert bad_host.results_valid == 1  # the validator's verdict stays on record
+    assert bad_host.results_valid == 0  # counted once: invalid (the validator's valid taken back)
     for h in hosts[:2] + hosts[3:]:
         host: Host = await sim.get(Host, h)
         assert (host.results_invalid, host.consecutive_valid) == (0, 1)
