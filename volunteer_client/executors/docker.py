@@ -41,10 +41,10 @@ import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ExecutionFailed
 from .base import ExecutionRequest, ExecutionResult, Executor
@@ -64,6 +64,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_Made = TypeVar("_Made")
 
 #: The image's non-root user (images/worker/Dockerfile), used when the client runs as root.
 CONTAINER_UID = 10001
@@ -307,6 +309,22 @@ class DockerExecutor(Executor):
             return False
         return bool(container.attrs.get("State", {}).get("OOMKilled"))
 
+    @staticmethod
+    async def _create(create: Callable[[], _Made], undo: Callable[[_Made], None]) -> _Made:
+        """Run ``create`` (which makes a container) in a thread. If the caller is cancelled
+        meanwhile, wait for it anyway and ``undo`` what it made, so nothing is left behind."""
+        future = asyncio.ensure_future(asyncio.to_thread(create))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(undo, await future)
+            raise
+
+    def _discard_now(self, worker: _Warm) -> None:
+        self._remove(worker.container)
+        shutil.rmtree(worker.spool, ignore_errors=True)
+
     async def _prepare(self) -> None:
         if not self._cleaned:
             await asyncio.to_thread(self.cleanup)
@@ -384,7 +402,9 @@ class DockerExecutor(Executor):
         self._owned_dir(out_dir)
         started = time.monotonic()
         try:
-            container = await asyncio.to_thread(self._create_cold, request, image_id, out_dir)
+            container = await self._create(
+                lambda: self._create_cold(request, image_id, out_dir), self._remove
+            )
         except docker.errors.DockerException as exc:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise ExecutionFailed("executor_error", f"cannot create the container: {exc}") from exc
@@ -480,10 +500,9 @@ class DockerExecutor(Executor):
                 if not worker.busy and worker.image_id == image_id:
                     worker.busy = True
                     return worker
-        worker = await asyncio.to_thread(self._start_warm, image_id, threads)
+        worker = await self._create(lambda: self._start_warm(image_id, threads), self._discard_now)
         worker.busy = True
-        async with self._lock:
-            self._warm.append(worker)
+        self._warm.append(worker)  # no await between creation and here: never lost
         return worker
 
     async def _discard(self, worker: _Warm) -> None:
