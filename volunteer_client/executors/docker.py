@@ -420,9 +420,7 @@ class DockerExecutor(Executor):
                 ) from exc
             timeout = request.timeout_s
             try:
-                status = await asyncio.to_thread(
-                    container.wait, timeout=timeout if timeout is not None else None
-                )
+                status = await asyncio.to_thread(container.wait, timeout=timeout)
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
                 await asyncio.to_thread(self._kill, container)
                 logs = await asyncio.to_thread(self._logs, container)
