@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.requirements import require
 from work_server.ml import datasets
 from work_server.ml.datasets import DatasetNotFound, load_dataset, read_idx, upscale_digits
 
@@ -146,8 +147,8 @@ def test_real_mnist_headers() -> None:
         if datasets._has_idx_files(candidate):
             directory = candidate
             break
-    if directory is None:
-        pytest.skip("MNIST files not available")
+    require(directory is not None, "MNIST IDX files not available (make data)")
+    assert directory is not None
     path = datasets._find_idx(directory, "t10k-labels-idx1-ubyte")
     assert path is not None
     labels = read_idx(path)
