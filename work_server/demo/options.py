@@ -1,0 +1,120 @@
+"""Demo options, constants and the job spec the demo submits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args
+
+import pydantic
+
+from yadml_common.wire import (
+    RUNTIMES,
+    JobSpec,
+    MergeSpec,
+    SplitSpec,
+)
+
+HOST = "127.0.0.1"
+FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+#: Marks a state directory as the demo's own, so that it may be wiped on the next run.
+STATE_MARKER = ".yadml-demo"
+POLL_INTERVAL_S = 0.5
+DAEMON_INTERVAL_S = "0.5"
+
+
+def _literal_choices(model: type[pydantic.BaseModel], name: str) -> tuple[str, ...]:
+    return tuple(str(v) for v in get_args(model.model_fields[name].annotation))
+
+
+DATASETS = tuple(d for d in _literal_choices(JobSpec, "dataset") if d != "upload")
+SPLIT_METHODS = _literal_choices(SplitSpec, "method")
+MERGE_METHODS = _literal_choices(MergeSpec, "method")
+EXECUTORS: tuple[str, ...] = tuple(RUNTIMES)
+
+
+class DemoError(Exception):
+    """A failure the demo explains to the user (no traceback)."""
+
+
+class Terminated(Exception):
+    """SIGTERM received: stop like on Ctrl-C."""
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoOptions:
+    dataset: str = "mnist"
+    volunteers: int = 4
+    rounds: int = 5
+    split: str = "stratified"
+    merge: str = "simple_average"
+    local_epochs: int = 1
+    executor: str = "process"
+    port: int = 8080
+    state_dir: Path = Path("var/demo")
+    runs_dir: Path = Path("runs")
+    data_dir: Path | None = None
+    seed: int = 0
+    timeout_s: float = 3600.0
+    startup_timeout_s: float = 120.0
+    reuse_state: bool = False
+    #: docker units name this image (``sha256:<id>``); None: each client's default image
+    worker_image: str | None = None
+    #: fault injection for every client (``volunteer_client.faults``), e.g. "crash:0.3,late:0.1"
+    faults: str = ""
+    #: "NAME[:FRACTION]": that fraction of the volunteers (default 0.2) attack on every unit
+    attack: str = ""
+    #: work unit deadline; None: 600 s, or 60 s when faults include late/vanish
+    delay_bound_s: float | None = None
+    adaptive: bool = False
+    screen_norm_ratio: float | None = None
+
+
+def attack_plan(opts: DemoOptions) -> tuple[str, list[int]]:
+    """``(attack name, attacking volunteer indices)``: the last round(fraction x N) volunteers
+    (at least one when the fraction is positive)."""
+    if not opts.attack.strip():
+        return "", []
+    name, _, fraction_text = opts.attack.partition(":")
+    fraction = float(fraction_text) if fraction_text.strip() else 0.2
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"attack fraction {fraction} not in [0, 1]")
+    count = max(1, round(fraction * opts.volunteers)) if fraction > 0 else 0
+    return name.strip(), list(range(opts.volunteers - count + 1, opts.volunteers + 1))
+
+
+def build_job_spec(opts: DemoOptions) -> JobSpec:
+    """The job the demo submits: one shard per volunteer, defaults for everything else."""
+    return JobSpec.model_validate(
+        {
+            "dataset": opts.dataset,
+            "shards": opts.volunteers,
+            "split": {"method": opts.split},
+            "merge": {"method": opts.merge, "screen_norm_ratio": opts.screen_norm_ratio},
+            "rounds": opts.rounds,
+            "local_epochs": opts.local_epochs,
+            "seed": opts.seed,
+            "runtimes": [opts.executor],
+            "replication": replication(opts),
+        }
+    )
+
+
+def replication(opts: DemoOptions) -> dict[str, Any]:
+    """Wire defaults, except a short deadline for late/vanish faults and, with --adaptive,
+    trust after 3 consecutive valid results (the demo's jobs are short)."""
+    rep: dict[str, Any] = {}
+    if delay_bound(opts) != 600.0:
+        rep["delay_bound_s"] = delay_bound(opts)
+    if opts.adaptive:
+        rep.update(adaptive=True, trust_threshold=3)
+    return rep
+
+
+def delay_bound(opts: DemoOptions) -> float:
+    if opts.delay_bound_s is not None:
+        return opts.delay_bound_s
+    return 60.0 if ("late" in opts.faults or "vanish" in opts.faults) else 600.0
