@@ -511,13 +511,19 @@ class DockerExecutor(Executor):
         shutil.rmtree(worker.spool, ignore_errors=True)
 
     def _stage(self, request: ExecutionRequest, unit_dir: Path, threads: int | None) -> None:
-        """Copy the unit's inputs into the spool (the container may write there)."""
+        """Copy the unit's inputs into the spool (the container may write there).
+
+        The unit directory is built beside the spool (outside the container's mount, same
+        file system) and renamed into it when complete: the warm container scans its spool,
+        and must never see a directory whose owner and permissions are not set yet."""
+        final_dir = unit_dir
+        unit_dir = unit_dir.parent.parent / f".staging-{unit_dir.parent.name}-{unit_dir.name}"
         self._owned_dir(unit_dir)
         uid, gid = self._user()
         shutil.copyfile(request.shard_path, unit_dir / "shard.safetensors")
         shutil.copyfile(request.weights_path, unit_dir / "weights.safetensors")
         (unit_dir / "task.json").write_text(request.task.model_dump_json(indent=2))
-        inside = f"/spool/{unit_dir.name}"
+        inside = f"/spool/{final_dir.name}"
         args = [
             "--shard", f"{inside}/shard.safetensors",
             "--weights", f"{inside}/weights.safetensors",
@@ -534,6 +540,8 @@ class DockerExecutor(Executor):
             if os.getuid() == 0:
                 os.chown(path, uid, gid)
         os.replace(tmp, unit_dir / "request.json")
+        shutil.rmtree(final_dir, ignore_errors=True)
+        os.replace(unit_dir, final_dir)
 
     async def _run_warm(self, request: ExecutionRequest, image_id: str) -> ExecutionResult:
         import docker.errors
