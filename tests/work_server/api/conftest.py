@@ -146,3 +146,16 @@ def db_snapshot(config: ServerConfig) -> dict[str, list[tuple[Any, ...]]]:
 
 def torn(data: bytes, n: int) -> bytes:
     return io.BytesIO(data).read(n)
+
+
+async def expect(resp: Any, status: int, error: str | None = None) -> dict[str, Any]:
+    """Assert the status (and error code); every refusal is JSON ``{error, detail}`` with a
+    reason. Returns the JSON body."""
+    assert resp.status == status, (resp.status, await resp.text())
+    body: dict[str, Any] = await resp.json()
+    if status >= 400:
+        assert {"error", "detail"} <= set(body), body
+        assert body["detail"], "every refusal says why"
+    if error is not None:
+        assert body["error"] == error, body
+    return body

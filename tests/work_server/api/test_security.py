@@ -22,22 +22,15 @@ from tests.work_server.api.conftest import (
     register,
     start_digits_job,
 )
+from tests.work_server.api.conftest import (
+    expect as _expect,
+)
 from work_server.app import create_app
 from work_server.config import ServerConfig
 from work_server.ratelimit import Rate
 from work_server.signing import KEY_FILE, UploadGrant, UploadGrants, rotate_key
 from yadml_common.signing import WorkVerifier
 from yadml_common.wire import ProjectInfo, WorkResponse
-
-
-async def _expect(resp: Any, status: int, error: str | None = None) -> dict[str, Any]:
-    assert resp.status == status, (resp.status, await resp.text())
-    body: dict[str, Any] = await resp.json()
-    if status >= 400:
-        assert body["detail"], "every refusal says why"
-        if error is not None:
-            assert body["error"] == error, body
-    return body
 
 
 async def _app(aiohttp_client: Any, config: ServerConfig, **changes: Any) -> Client:

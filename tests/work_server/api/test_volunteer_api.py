@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import torch
@@ -19,18 +18,10 @@ from tests.work_server.api.conftest import (
     register,
     start_digits_job,
 )
+from tests.work_server.api.conftest import (
+    expect as _expect,
+)
 from work_server.config import ServerConfig
-
-
-async def _expect(resp: Any, status: int, error: str | None = None) -> dict[str, Any]:
-    assert resp.status == status, (resp.status, await resp.text())
-    body: dict[str, Any] = await resp.json()
-    assert set(body) >= {"error", "detail"} if status >= 400 else True
-    if error is not None:
-        assert body["error"] == error, body
-    if status >= 400:
-        assert body["detail"], "every refusal says why"
-    return body
 
 
 async def test_register_and_bad_bodies(client: Client) -> None:
