@@ -1,11 +1,5 @@
-"""One-command local demo: a work server, N volunteer clients, one training job.
-
-``python -m work_server.demo [--dataset mnist] [--volunteers 4] [--rounds 5] ...`` starts the
-server and the clients as separate processes (exactly as an operator and volunteers would),
-submits a job through the operator API, shows its progress, prints the per-round metrics and
-stops every process it started. It talks to them only through their CLIs and the HTTP API;
-the only project import is :mod:`yadml_common.wire` for the JSON models.
-"""
+"""The demo's command line and main flow: parse options, start the processes, submit the
+job, follow it to the end and print the results (see the package docstring)."""
 
 from __future__ import annotations
 
