@@ -38,7 +38,7 @@ FASHION_FOR_DATASET := $(if $(filter fashion-mnist,$(DATASET)),data-fashion)
 # EXECUTOR=docker: the demo needs the engine and the worker image, and names it by digest.
 IMAGE_FOR_EXECUTOR := $(if $(filter docker,$(EXECUTOR)),image)
 
-.PHONY: help venv data data-mnist data-fashion demo test lint clean distclean docker-engine image browser
+.PHONY: help venv data data-mnist data-fashion demo test lint clean distclean docker-engine image browser postgres
 
 help: ## show this help
 	@echo "YADML make targets:"
@@ -86,8 +86,12 @@ browser: ## make sure Chromium is installed for the browser tests (Debian's chro
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; \
 	fi
 
-test: venv data-mnist data-fashion image browser ## run the test suite (PYTEST_ARGS=... passed to pytest)
-	@rc=0; $(PY) -m pytest -q -ra $(PYTEST_ARGS) || rc=$$?; \
+postgres: ## install PostgreSQL if missing and start the test cluster in .pg/ (prints its URL)
+	@scripts/postgres.sh
+
+test: venv data-mnist data-fashion image browser postgres ## run the test suite (PYTEST_ARGS=... passed to pytest)
+	@export YADML_TEST_PG_URL="$${YADML_TEST_PG_URL:-$$(scripts/postgres.sh url)}"; \
+	rc=0; $(PY) -m pytest -q -ra $(PYTEST_ARGS) || rc=$$?; \
 	if [[ $$rc -eq 5 ]]; then echo "error: pytest collected no tests (exit code 5)" >&2; exit 1; fi; \
 	exit $$rc
 
