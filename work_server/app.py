@@ -46,6 +46,7 @@ def setup_daemons(app: web.Application) -> None:
             app[keys.SCHEDULER] = None
             yield
             return
+        from work_server.daemons.leader import make_leadership
         from work_server.daemons.scheduler import DaemonScheduler
 
         scheduler = DaemonScheduler(
@@ -56,6 +57,10 @@ def setup_daemons(app: web.Application) -> None:
             data_dir=config.data_dir,
             fashion_dir=config.fashion_dir,
             blob_grace_s=config.blob_grace_s,
+            # several processes may share the database: only the lock holder runs daemons
+            leadership=make_leadership(
+                app[keys.ENGINE], lock_file=config.state_dir / "daemons.lock"
+            ),
         )
         scheduler.start()
         app[keys.SCHEDULER] = scheduler

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from work_server.auth import new_token
 from work_server.config import DaemonIntervals, ServerConfig
+from work_server.db.cli import add_db_parser, db_main
 from work_server.key_cli import add_key_parser, key_main
 from work_server.ratelimit import Rate
 from work_server.web.cli import add_operator_parser, operator_main
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--database-url",
         default=None,
-        help="SQLAlchemy async URL (default: SQLite in the state dir)",
+        help="SQLAlchemy async URL (default: SQLite in the state dir); several server "
+        "processes may share one postgresql+asyncpg:// database",
     )
     serve.add_argument(
         "--public-url",
@@ -103,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO")
     add_operator_parser(sub)
     add_key_parser(sub)
+    add_db_parser(sub)
     return parser
 
 
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         return operator_main(args)
     if args.command == "key":
         return key_main(args)
+    if args.command == "db":
+        return db_main(args)
     if args.worker_image is not None and not re.fullmatch(IMAGE_DIGEST_PATTERN, args.worker_image):
         print("--worker-image must be sha256:<id> or name@sha256:<digest>", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -126,7 +127,11 @@ async def status(request: web.Request) -> web.Response:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """Liveness, and whether this process runs the daemons (``leader``), waits to take over
+    (``standby``) or was started without them (``off``)."""
+    scheduler = request.app.get(keys.SCHEDULER)
+    role = "off" if scheduler is None else scheduler.role
+    return web.json_response({"status": "ok", "daemons": role, "pid": os.getpid()})
 
 
 @routes.get("/metrics")

@@ -4,6 +4,11 @@ One interval job per daemon (``max_instances=1``, ``coalesce=True``): each run o
 session, calls ``run_once(session, time.time(), ...)``, and never lets an exception escape.
 A failed run is logged and recorded in ``DaemonRun.last_error``; the next run retries.
 
+With several server processes on one database, only the process holding the daemon lock
+(``daemons.leader``) runs them: every process tries to take the lock every
+``leader_retry_s`` seconds, and the scheduled runs of a process that does not hold it do
+nothing. ``role`` says which this process is.
+
 ``run_all_once`` is the one-pass mode for tests and tools: transitioner -> validator ->
 aggregator, in that order, each with its own session.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -25,6 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from work_server.blobs import BlobStore
 from work_server.config import DaemonIntervals
 from work_server.daemons import aggregator, file_deleter, record_run, transitioner, validator
+from work_server.daemons.leader import Leadership
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +121,13 @@ class DaemonScheduler:
         blob_grace_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
         shutdown_timeout_s: float = 30.0,
+        leadership: Leadership | None = None,
+        leader_retry_s: float = 1.0,
     ) -> None:
         self.sessionmaker = sessionmaker
+        self.leadership = leadership
+        self.leader_retry_s = leader_retry_s
+        self._leader = leadership is None  # no lock: this is the only process
         self.intervals = intervals
         self.clock = clock
         self.shutdown_timeout_s = shutdown_timeout_s
@@ -132,8 +144,35 @@ class DaemonScheduler:
     def interval(self, name: str) -> float:
         return float(getattr(self.intervals, name))
 
+    @property
+    def is_leader(self) -> bool:
+        return self._leader
+
+    @property
+    def role(self) -> str:
+        """``leader`` (runs the daemons) or ``standby`` (another process does)."""
+        return "leader" if self._leader else "standby"
+
+    async def check_leadership(self) -> bool:
+        """Take the daemon lock if it is free, or check it is still ours (scheduled every
+        ``leader_retry_s``); returns whether this process leads now."""
+        if self.leadership is None:
+            return True
+        leader = await self.leadership.try_acquire()
+        if leader != self._leader:
+            log.warning(
+                "daemons: this process (pid %d) %s",
+                os.getpid(),
+                "is now the leader and runs them" if leader else "lost the daemon lock",
+            )
+        self._leader = leader
+        return leader
+
     async def run_now(self, name: str) -> int:
-        """One run of daemon ``name`` (what each scheduled job does)."""
+        """One run of daemon ``name`` (what each scheduled job does); nothing unless this
+        process leads."""
+        if not self._leader:
+            return 0
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)
@@ -149,6 +188,18 @@ class DaemonScheduler:
             return
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
         first = datetime.now().astimezone()
+        if self.leadership is not None:
+            scheduler.add_job(
+                self.check_leadership,
+                "interval",
+                id="leadership",
+                name="leadership",
+                seconds=self.leader_retry_s,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+                next_run_time=first,
+            )
         for offset, name in enumerate(self.daemons):
             scheduler.add_job(
                 self.run_now,
@@ -184,6 +235,9 @@ class DaemonScheduler:
                 await asyncio.wait(pending, timeout=5.0)
         scheduler.shutdown(wait=False)
         await asyncio.sleep(0)  # let APScheduler's executor callbacks run
+        if self.leadership is not None:
+            self._leader = False
+            await self.leadership.release()
 
 
 def setup_scheduler(

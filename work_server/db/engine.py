@@ -1,4 +1,5 @@
-"""Async database engine and session factory (SQLite by default, any SQLAlchemy URL)."""
+"""Async database engine and session factory: SQLite by default (one process), PostgreSQL
+(``postgresql+asyncpg://...``) for several server processes sharing one database."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.db import models as _models  # noqa: F401  (registers the tables)
+from work_server.db.migrate import upgrade
 
 
 def sqlite_url(state_dir: Path) -> str:
@@ -23,6 +24,8 @@ def make_engine(url: str) -> AsyncEngine:
     handler (measured: p99 latency of seconds under load). One connection turns that into an
     orderly asyncio queue; code must not hold a session across slow work (see
     ``daemons.release_connection``)."""
+    if url.startswith(("postgresql", "postgres")):
+        return _postgres_engine(url)
     if not url.startswith("sqlite"):
         return create_async_engine(url, pool_pre_ping=True)
     engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
@@ -39,10 +42,24 @@ def make_engine(url: str) -> AsyncEngine:
     return engine
 
 
+def _postgres_engine(url: str) -> AsyncEngine:
+    """PostgreSQL through asyncpg: a real pool (writers do not block each other; conflicting
+    claims are settled by conditional updates and row locks), pre-ping so a restarted server
+    costs one failed checkout, not failed requests. ``postgresql://`` means asyncpg."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+asyncpg://" + url.removeprefix("postgresql://")
+    return create_async_engine(
+        url, pool_size=10, max_overflow=10, pool_timeout=60, pool_pre_ping=True
+    )
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(SQLModel.metadata.create_all)
+    """Bring the database to the newest schema: Alembic ``upgrade head`` (both backends;
+    idempotent, and safe when several processes start at once; see ``db/migrate.py``)."""
+    await upgrade(engine)

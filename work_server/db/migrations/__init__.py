@@ -1,0 +1,1 @@
+"""Alembic migrations of the work server's schema (``work_server.db.migrate`` runs them)."""
