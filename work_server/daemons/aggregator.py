@@ -354,7 +354,17 @@ async def _maybe_close_round(
         await session.commit()
         return job_id
 
-    # everything below is one transaction
+    # everything below is one transaction, which starts by claiming the round: should two
+    # processes ever close it at once (around a change of daemon leader), one wins
+    claim = await session.exec(
+        update(Round)
+        .where(col(Round.id) == round_id, col(Round.state) == RoundState.running)
+        .values(state=RoundState.done, closed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if claim.rowcount != 1:
+        await session.rollback()
+        return None
     await session.exec(
         update(WorkUnit)
         .where(col(WorkUnit.round_id) == round_id, col(WorkUnit.state) == WorkUnitState.active)
