@@ -9,6 +9,7 @@ uploads of one result are counted once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections import OrderedDict
@@ -62,6 +63,10 @@ class WeightsSpecCache:
         else:
             self._cache.move_to_end(sha256)
         return spec
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -155,17 +160,19 @@ async def accept_upload(
 ) -> tuple[str, bool, bool]:
     """Store a validated upload. Returns (sha256, duplicate, late)."""
     result, wu = target.result, target.workunit
-    sha = hashlib.sha256(body).hexdigest()
     if result.outcome == Outcome.success:
+        sha = await asyncio.to_thread(_sha256, body)
         if result.output_sha256 == sha:
             return sha, True, result.late
         raise Conflict(
             f"result {result.id} was already uploaded with different content",
             code="different_reupload",
         )
-    report = validate_result_bytes(body, specs.get(wu.weights_sha256))
+    # megabytes of work (parse, finiteness, one sha256, write + fsync) off the event loop,
+    # so other uploads keep arriving meanwhile; nothing is stored unless it validates
+    report = await asyncio.to_thread(validate_result_bytes, body, specs.get(wu.weights_sha256))
     late = result.server_state == ServerState.over  # it had been marked no_reply
-    blobs.put(body)
+    sha = await asyncio.to_thread(blobs.put, body)
     updated = await session.exec(
         update(Result)
         .where(
