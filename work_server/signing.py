@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -51,8 +52,10 @@ PUBLISHED_FILE = "project_keys.json"
 GRANT_KEY_FILE = "upload_grant_key"
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 from the start (never world-readable, even briefly)."""
+def _write_private(path: Path, data: bytes, *, exclusive: bool = False) -> None:
+    """Create ``path`` with mode 0600 from the start (never world-readable, even briefly).
+    ``exclusive``: never replace an existing file (FileExistsError), so server processes
+    starting at once on a shared state directory all end up with the first one's secret."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -61,7 +64,11 @@ def _write_private(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -117,7 +124,8 @@ class ProjectSigner:
     def load_or_create(cls, state_dir: Path, *, name: str = "YADML") -> ProjectSigner:
         path = state_dir / KEY_FILE
         if not path.is_file():
-            _write_private(path, _pem(Ed25519PrivateKey.generate()))
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                _write_private(path, _pem(Ed25519PrivateKey.generate()), exclusive=True)
         return cls(_load_key(path), _load_published(state_dir), name=name)
 
     def sign(self, assignment: WorkUnitAssignment) -> WorkUnitAssignment:
@@ -215,7 +223,8 @@ class UploadGrants:
     def load_or_create(cls, state_dir: Path) -> UploadGrants:
         path = state_dir / GRANT_KEY_FILE
         if not path.is_file():
-            _write_private(path, (secrets.token_hex(32) + "\n").encode())
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                _write_private(path, (secrets.token_hex(32) + "\n").encode(), exclusive=True)
         return cls(bytes.fromhex(path.read_text().strip()))
 
     def _mac(self, payload: bytes) -> bytes:
