@@ -240,9 +240,17 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], path: str = "/healthz"
     raise RuntimeError("server did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_generator(
-    url: str, tokens: list[str], duration: float, tmp: Path, max_units: int
+    url: str, tokens: list[str], duration: float, tmp: Path, max_units: int, server_pid: int
 ) -> dict[str, Any]:
+    """Run the load generator in its own process; add the server's CPU time per result."""
+    cpu0 = cpu_seconds(server_pid)
     tok = tmp / f"tokens-{len(tokens)}.json"
     tok.write_text(json.dumps(tokens))
     out = subprocess.run(
@@ -264,6 +272,12 @@ def run_generator(
         text=True,
     )
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    cpu = cpu_seconds(server_pid) - cpu0
+    done = result["results_accepted"]
+    result["server_cpu_s"] = cpu
+    result["server_cpu_ms_per_result"] = 1000 * cpu / done if done else float("nan")
+    # what one server core sustains when the load generator does not share it
+    result["results_per_server_cpu_s"] = done / cpu if cpu else float("nan")
     return result
 
 
@@ -323,7 +337,7 @@ def main() -> int:
                 for i in range(args.hosts)
             ]
             console.print(f"yadml server: {args.hosts} hosts, {args.units} units seeded ...")
-            ours = run_generator(url, tokens, args.duration, tmp, args.max_units)
+            ours = run_generator(url, tokens, args.duration, tmp, args.max_units, server.pid)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
@@ -336,7 +350,12 @@ def main() -> int:
             wait_healthy(burl, bare, path="/blob/x")
             console.print("bare aiohttp baseline ...")
             base = run_generator(
-                burl, [f"t{i}" for i in range(args.hosts)], args.duration, tmp, args.max_units
+                burl,
+                [f"t{i}" for i in range(args.hosts)],
+                args.duration,
+                tmp,
+                args.max_units,
+                bare.pid,
             )
         finally:
             bare.send_signal(signal.SIGTERM)
@@ -352,6 +371,8 @@ def main() -> int:
         "work p99 ms",
         "upload p50 ms",
         "upload p99 ms",
+        "server CPU ms/result",
+        "results per server CPU s",
     ):
         table.add_column(col, justify="right")
     for name, r in (("yadml (SQLite)", ours), ("bare aiohttp", base)):
@@ -363,6 +384,8 @@ def main() -> int:
             f"{r['work_p99_ms']:.1f}",
             f"{r['upload_p50_ms']:.1f}",
             f"{r['upload_p99_ms']:.1f}",
+            f"{r['server_cpu_ms_per_result']:.2f}",
+            f"{r['results_per_server_cpu_s']:.0f}",
         )
     console.print(table)
     console.print(
@@ -380,6 +403,9 @@ def main() -> int:
                 "yadml": ours,
                 "bare_aiohttp": base,
                 "ratio_to_bare": ratio,
+                "server_cpu_per_result_ratio_bare_over_yadml": (
+                    base["server_cpu_ms_per_result"] / ours["server_cpu_ms_per_result"]
+                ),
                 "boinc_reference_results_per_s": 100,
                 "machine": f"{os.cpu_count()} cores",
             },

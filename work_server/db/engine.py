@@ -6,12 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.db import models as _models  # noqa: F401  (registers the tables)
+from work_server.db import sqlite_inloop
 from work_server.db.migrate import upgrade
+
+#: how long a statement waits for another process's SQLite write lock. Statements run on the
+#: event loop (``sqlite_inloop``), so this bounds how long the server can stall; only the
+#: server process writes in normal operation.
+_BUSY_TIMEOUT_S = 5.0
 
 
 def sqlite_url(state_dir: Path) -> str:
@@ -28,14 +34,25 @@ def make_engine(url: str) -> AsyncEngine:
         return _postgres_engine(url)
     if not url.startswith("sqlite"):
         return create_async_engine(url, pool_pre_ping=True)
-    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = database
+
+        async def _in_loop() -> Any:
+            return sqlite_inloop.connect(path, busy_timeout_s=_BUSY_TIMEOUT_S)
+
+        engine = create_async_engine(
+            url, pool_size=1, max_overflow=0, pool_timeout=60, async_creator=_in_loop
+        )
+    else:  # in-memory / URI databases keep aiosqlite
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 

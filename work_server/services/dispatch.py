@@ -8,10 +8,11 @@ requests) can never hand out the same result.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 
-from sqlalchemy import case, update
+from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -28,7 +29,7 @@ from work_server.db.models import (
 from work_server.services import trust
 from yadml_common.wire import Runtime
 
-#: how many candidates to look at per requested unit (filters happen in Python)
+#: at most how many candidates to look at per requested unit (filters happen in Python)
 _CANDIDATES_PER_UNIT = 32
 
 
@@ -69,38 +70,96 @@ async def claim_work(
             )
         ).all()
     )
-    rows = (
-        await session.exec(
-            select(Result, WorkUnit, Round.number)
-            .join(WorkUnit, col(WorkUnit.id) == Result.workunit_id)
-            .join(Round, col(Round.id) == WorkUnit.round_id)
-            .join(Job, col(Job.id) == WorkUnit.job_id)
-            .where(
-                Result.server_state == ServerState.unsent,
-                WorkUnit.state == WorkUnitState.active,
-                Job.state == JobState.running,
-            )
-            .order_by(col(Result.id))
-            .limit(max_units * _CANDIDATES_PER_UNIT)
-        )
-    ).all()
+    # choose: distinct work units, a runtime each, within each runtime's quota left today
+    left: dict[str, int] = {}
+    chosen: list[tuple[Result, WorkUnit, int, str]] = []
+    async with aclosing(_candidates(session, max_units)) as candidates:
+        async for result, wu, round_number in candidates:
+            if len(chosen) >= max_units:
+                break
+            if wu.id in held_wus:
+                continue  # replicas of one work unit go to distinct hosts
+            runtime = None
+            for r in offered:
+                if r not in wu.runtimes:
+                    continue
+                if r not in left:
+                    left[r] = await trust.quota_left_today(session, host, r, now)
+                if left[r] > 0:
+                    runtime = r
+                    break
+            if runtime is None:
+                continue
+            left[runtime] -= 1
+            assert wu.id is not None
+            held_wus.add(wu.id)
+            chosen.append((result, wu, round_number, runtime))
     claimed: list[Claimed] = []
-    spent: set[str] = set()  # runtimes whose daily quota is used up
-    for result, wu, round_number in rows:
-        if len(claimed) >= max_units:
-            break
-        if wu.id in held_wus:
-            continue  # replicas of one work unit go to distinct hosts
-        runtime = next((r for r in offered if r in wu.runtimes and r not in spent), None)
-        if runtime is None:
-            continue
-        if not await trust.take_quota(session, host, runtime, now):
-            spent.add(runtime)
-            continue
-        deadline = now + wu.delay_bound_s
-        res = await session.exec(
+    by_runtime: dict[str, list[tuple[Result, WorkUnit, int, str]]] = {}
+    for item in chosen:
+        by_runtime.setdefault(item[3], []).append(item)
+    for runtime, items in by_runtime.items():
+        claimed += await _claim_batch(session, host, runtime, items, now=now, draw=draw)
+    await session.commit()
+    return claimed
+
+
+async def _candidates(
+    session: AsyncSession, max_units: int
+) -> AsyncGenerator[tuple[Result, WorkUnit, int]]:
+    """Unsent results of running jobs, oldest first, in small pages: most requests are
+    served from the first page, and loading ORM rows nobody takes is the main cost here."""
+    page = max(8, 2 * max_units)
+    after = 0
+    for _ in range(_CANDIDATES_PER_UNIT * max_units // page):
+        rows = (
+            await session.exec(
+                select(Result, WorkUnit, Round.number)
+                .join(WorkUnit, col(WorkUnit.id) == Result.workunit_id)
+                .join(Round, col(Round.id) == WorkUnit.round_id)
+                .join(Job, col(Job.id) == WorkUnit.job_id)
+                .where(
+                    Result.server_state == ServerState.unsent,
+                    WorkUnit.state == WorkUnitState.active,
+                    Job.state == JobState.running,
+                    col(Result.id) > after,
+                )
+                .order_by(col(Result.id))
+                .limit(page)
+            )
+        ).all()
+        for row in rows:
+            yield row[0], row[1], row[2]
+        if len(rows) < page:
+            return
+        after = rows[-1][0].id or 0
+
+
+async def _claim_batch(
+    session: AsyncSession,
+    host: Host,
+    runtime: str,
+    items: list[tuple[Result, WorkUnit, int, str]],
+    *,
+    now: float,
+    draw: Callable[[], float],
+) -> list[Claimed]:
+    """Claim ``items`` for ``host`` in a few statements: quota for all of them at once, one
+    conditional UPDATE per deadline (``... WHERE server_state = 'unsent' RETURNING id``: the
+    rows another request or process got first are simply not returned), then the quota of
+    the lost ones is given back."""
+    assert host.id is not None
+    if not await trust.take_quota_n(session, host, runtime, len(items), now):
+        return []  # a concurrent claim used the quota up meanwhile
+    by_deadline: dict[float, list[int]] = {}
+    for result, wu, _, _ in items:
+        assert result.id is not None
+        by_deadline.setdefault(now + wu.delay_bound_s, []).append(result.id)
+    won: set[int] = set()
+    for deadline, ids in by_deadline.items():
+        rows = await session.exec(
             update(Result)
-            .where(col(Result.id) == result.id, col(Result.server_state) == ServerState.unsent)
+            .where(col(Result.id).in_(ids), col(Result.server_state) == ServerState.unsent)
             .values(
                 server_state=ServerState.in_progress,
                 host_id=host.id,
@@ -108,26 +167,26 @@ async def claim_work(
                 deadline=deadline,
                 runtime=runtime,
             )
+            .returning(col(Result.id))
             .execution_options(synchronize_session=False)  # nothing to sync: saves CPU
         )
-        if res.rowcount != 1:
-            assert host.id is not None
-            await trust.give_back_quota(session, host.id, runtime)
+        won.update(rows.scalars().all())
+    if len(won) < len(items):
+        await trust.give_back_quota(session, host.id, runtime, len(items) - len(won))
+    claimed: list[Claimed] = []
+    for result, wu, round_number, _ in items:
+        if result.id not in won:
             continue  # somebody else got it first
+        deadline = now + wu.delay_bound_s
         await trust.apply_adaptive(session, wu, host, runtime, now, draw=draw)
+        assert result.id is not None
+        claimed.append(Claimed(result.id, deadline, runtime, wu, round_number))
+    for deadline in {c.deadline for c in claimed}:
+        wu_ids = [c.workunit.id for c in claimed if c.deadline == deadline]
         await session.exec(
             update(WorkUnit)
-            .where(col(WorkUnit.id) == wu.id)
-            .values(
-                transition_time=case(
-                    (col(WorkUnit.transition_time) > deadline, deadline),
-                    else_=col(WorkUnit.transition_time),
-                )
-            )
+            .where(col(WorkUnit.id).in_(wu_ids), col(WorkUnit.transition_time) > deadline)
+            .values(transition_time=deadline)
             .execution_options(synchronize_session=False)
         )
-        assert result.id is not None and wu.id is not None
-        held_wus.add(wu.id)
-        claimed.append(Claimed(result.id, deadline, runtime, wu, round_number))
-    await session.commit()
     return claimed

@@ -223,23 +223,31 @@ async def unrecord_error(session: AsyncSession, host_id: int | None, runtime: st
     )
 
 
-async def take_quota(session: AsyncSession, host: Host, runtime: str, now: float) -> bool:
-    """Count one unit against the pair's daily quota; False (nothing changed) when spent."""
+async def quota_left_today(session: AsyncSession, host: Host, runtime: str, now: float) -> int:
+    """How many units the pair may still take today (its row is created if missing)."""
     assert host.id is not None
-    await get_trust(session, host.id, runtime, cpus=host.cpus)
+    row = await get_trust(session, host.id, runtime, cpus=host.cpus)
+    left = quota_left(
+        daily_quota=row.daily_quota, used=row.quota_used_today, day=row.day, today=day_of(now)
+    )
+    return max(0, left)
+
+
+async def take_quota_n(session: AsyncSession, host: Host, runtime: str, n: int, now: float) -> bool:
+    """Count ``n`` units against the pair's daily quota in one conditional UPDATE; False
+    (nothing changed) when fewer than ``n`` are left, e.g. after a concurrent claim."""
+    assert host.id is not None
     today = day_of(now)
+    used = col(HostRuntimeTrust.quota_used_today)
     taken = await session.exec(
         update(HostRuntimeTrust)
         .where(
             *_where(host.id, runtime),  # type: ignore[arg-type]
-            (col(HostRuntimeTrust.day) != today)
-            | (col(HostRuntimeTrust.quota_used_today) < col(HostRuntimeTrust.daily_quota)),
+            ((col(HostRuntimeTrust.day) != today) & (n <= col(HostRuntimeTrust.daily_quota)))
+            | (used + n <= col(HostRuntimeTrust.daily_quota)),
         )
         .values(
-            quota_used_today=case(
-                (col(HostRuntimeTrust.day) == today, col(HostRuntimeTrust.quota_used_today) + 1),
-                else_=1,
-            ),
+            quota_used_today=case((col(HostRuntimeTrust.day) == today, used + n), else_=n),
             day=today,
         )
         .execution_options(synchronize_session=False)
@@ -247,12 +255,13 @@ async def take_quota(session: AsyncSession, host: Host, runtime: str, now: float
     return bool(taken.rowcount == 1)
 
 
-async def give_back_quota(session: AsyncSession, host_id: int, runtime: str) -> None:
-    """Undo :func:`take_quota` (the claim it was taken for was lost to a concurrent one)."""
+async def give_back_quota(session: AsyncSession, host_id: int, runtime: str, n: int = 1) -> None:
+    """Undo part of :func:`take_quota_n` (claims lost to concurrent ones)."""
+    used = col(HostRuntimeTrust.quota_used_today)
     await session.exec(
         update(HostRuntimeTrust)
-        .where(*_where(host_id, runtime), col(HostRuntimeTrust.quota_used_today) > 0)  # type: ignore[arg-type]
-        .values(quota_used_today=col(HostRuntimeTrust.quota_used_today) - 1)
+        .where(*_where(host_id, runtime))  # type: ignore[arg-type]
+        .values(quota_used_today=case((used > n, used - n), else_=0))
         .execution_options(synchronize_session=False)
     )
 
