@@ -44,8 +44,8 @@ def make_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(
             url, pool_size=1, max_overflow=0, pool_timeout=60, async_creator=_in_loop
         )
-    else:  # in-memory / URI databases keep aiosqlite
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
+    else:  # in-memory / URI databases keep aiosqlite (and its default pool)
+        engine = create_async_engine(url)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
