@@ -104,6 +104,8 @@ if [[ -z $(psql_admin -d postgres -c "SELECT 1 FROM pg_roles WHERE rolname = 'ya
   say "creating role and database yadml"
   psql_admin -d postgres -c "CREATE ROLE yadml LOGIN CREATEDB PASSWORD '$password'"
 fi
+# tests drop their databases WITH (FORCE), which may have to end an autovacuum worker
+psql_admin -d postgres -c "GRANT pg_signal_backend TO yadml" >/dev/null
 if [[ -z $(psql_admin -d postgres -c "SELECT 1 FROM pg_database WHERE datname = 'yadml'") ]]; then
   psql_admin -d postgres -c "CREATE DATABASE yadml OWNER yadml"
 fi

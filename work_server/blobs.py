@@ -1,7 +1,11 @@
-"""Content-addressed blob storage on a directory: ``<root>/<aa>/<sha256>``.
+"""Content-addressed blob storage: the ``BlobStorage`` interface and its implementation on a
+directory, ``<root>/<aa>/<sha256>``.
 
 Blobs are immutable and named by the sha256 of their bytes, so writes are idempotent and
-a half-written file is never visible (write to a temp file, fsync, rename).
+a half-written file is never visible (write to a temp file, fsync, rename). That makes one
+directory safe to share between server processes, also over NFS: two processes storing
+the same blob write the same bytes, and a reader sees no file or the whole file. Several
+server processes on one PostgreSQL database share the state directory, blobs included.
 """
 
 from __future__ import annotations
@@ -9,13 +13,31 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Protocol
 
 from work_server.fsutil import atomic_write
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
+class BlobStorage(Protocol):
+    """What the server needs of a blob store. ``path`` is the directory store's own: the API
+    serves blobs straight from their files (sendfile), which another store would replace by
+    a stream or a redirect."""
+
+    def exists(self, sha256: str) -> bool: ...
+    def put(self, data: bytes) -> str: ...
+    def get(self, sha256: str) -> bytes: ...
+    def size(self, sha256: str) -> int: ...
+    def delete(self, sha256: str) -> bool: ...
+    def list(self) -> list[str]: ...
+    def disk_usage(self) -> int: ...
+    def path(self, sha256: str) -> Path: ...
+
+
 class BlobStore:
+    """``BlobStorage`` on a local or shared directory."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
