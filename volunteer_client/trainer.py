@@ -51,6 +51,7 @@ from pydantic import ValidationError
 from torch import nn
 from torch.nn import functional as F
 
+from yadml_common.encoding import encode_update
 from yadml_common.nn import build_model, normalize_images
 from yadml_common.wire import (
     REPORT_METADATA_KEY,
@@ -58,6 +59,7 @@ from yadml_common.wire import (
     SHARD_LABELS,
     TaskConfig,
     TrainReport,
+    UpdateEncoding,
 )
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "check_shard",
     "check_weights",
     "deterministic",
+    "encode_output",
     "fit",
     "load_shard",
     "load_task",
@@ -370,6 +373,23 @@ class _ProgressFile:
             _write_text(self.path, f"{min(max(fraction, 0.0), 1.0):.4f}\n")
 
 
+def encode_output(
+    state: Mapping[str, torch.Tensor],
+    weights: Mapping[str, torch.Tensor],
+    encoding: UpdateEncoding,
+) -> dict[str, torch.Tensor]:
+    """The tensors to upload: ``state`` itself (fp32) or its delta from the input
+    ``weights``, compressed as the task says (:mod:`yadml_common.encoding`)."""
+    if encoding == "fp32":
+        return dict(state)
+    encoded = encode_update(
+        {k: v.numpy() for k, v in state.items()},
+        {k: v.numpy() for k, v in weights.items()},
+        encoding,
+    )
+    return {k: torch.from_numpy(v) for k, v in encoded.items()}
+
+
 def train(
     *,
     shard_path: Path,
@@ -393,8 +413,9 @@ def train(
     )
     report = report.model_copy(update={"elapsed_s": time.perf_counter() - started})
     metadata = {REPORT_METADATA_KEY: report.model_dump_json()}
+    output = encode_output(state, weights, task.update_encoding)
     _atomic_replace(
-        output_path, lambda tmp: safetensors.torch.save_file(state, tmp, metadata=metadata)
+        output_path, lambda tmp: safetensors.torch.save_file(output, tmp, metadata=metadata)
     )
     if progress is not None:
         progress(1.0, force=True)

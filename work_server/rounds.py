@@ -251,6 +251,7 @@ async def create_round(
             lr=spec.lr,
             optimizer=spec.optimizer,
             seed=task_seed(spec.seed, number, index),
+            update_encoding=spec.update_encoding,
         )
         session.add(
             WorkUnit(

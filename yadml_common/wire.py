@@ -26,6 +26,9 @@ SHARD_IMAGES = "images"
 SHARD_LABELS = "labels"
 
 Runtime = Literal["process", "docker", "vm"]
+#: How a result's weights travel (``yadml_common.encoding``): float32 weights, or the delta
+#: from the input weights as float16 or int8 with per-channel float32 scales.
+UpdateEncoding = Literal["fp32", "fp16", "int8"]
 RUNTIMES: tuple[Runtime, ...] = ("process", "docker", "vm")
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -84,6 +87,7 @@ class TaskConfig(WireModel):
     momentum: float = Field(default=0.0, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0, le=1)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    update_encoding: UpdateEncoding = "fp32"
 
 
 class WorkRequest(WireModel):
@@ -299,6 +303,13 @@ class JobSpec(WireModel):
     lr: float = Field(default=0.001, gt=0, le=10)
     optimizer: Literal["adam", "sgd"] = "adam"
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    update_encoding: UpdateEncoding = Field(
+        default="fp32",
+        description="how volunteers upload results: fp32 weights, or the delta from the "
+        "round's weights as fp16 (half the bytes) or int8 with per-channel scales (a quarter); "
+        "the server decodes to float32 before validation and merging. With replication, "
+        "int8 needs a tolerance of about 1e-3 (one quantisation step)",
+    )
     replication: ReplicationPolicy = Field(default_factory=ReplicationPolicy)
     runtimes: list[Runtime] = Field(default_factory=_default_runtimes, min_length=1, max_length=3)
     round_min_fraction: float = Field(

@@ -57,6 +57,7 @@ from work_server.db.models import (
 from work_server.merge import Update, get_policy, screen_updates
 from work_server.ml.evaluate import Evaluation, evaluate
 from work_server.ml.shards import decode_shard, decode_weights, encode_weights
+from work_server.ml.updates import Weights, decode_result
 from work_server.report import write_report
 from work_server.rounds import (
     INFO_CONFUSION,
@@ -68,7 +69,7 @@ from work_server.rounds import (
     start_job,
 )
 from work_server.services import trust
-from yadml_common.wire import JobSpec, RoundMetrics
+from yadml_common.wire import JobSpec, RoundMetrics, UpdateEncoding
 
 NAME = "aggregator"
 log = logging.getLogger(__name__)
@@ -247,9 +248,18 @@ class BlobUpdates(Sequence[Update]):
     """The round's updates, each decoded from its blob only when accessed: a streaming merge
     (FedAvg) holds one update at a time instead of all K."""
 
-    def __init__(self, blobs: BlobStore, items: list[tuple[str, int]]) -> None:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        items: list[tuple[str, int]],
+        *,
+        base: Weights,
+        encoding: UpdateEncoding = "fp32",
+    ) -> None:
         self._blobs = blobs
         self._items = items
+        self._base = base  # the round's input weights: what encoded deltas apply to
+        self._encoding = encoding
 
     def __len__(self) -> int:
         return len(self._items)
@@ -262,7 +272,8 @@ class BlobUpdates(Sequence[Update]):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         sha, n = self._items[i]
-        return Update(weights=decode_weights(self._blobs.get(sha)), num_samples=n)
+        weights = decode_result(self._blobs.get(sha), self._base, self._encoding)
+        return Update(weights=weights, num_samples=n)
 
 
 def _merge_and_evaluate(
@@ -275,7 +286,12 @@ def _merge_and_evaluate(
     """Blocking: screen (if enabled) and merge the canonical results ``(result id, sha,
     num_samples)``, evaluate the merged weights on the test set."""
     previous = decode_weights(blobs.get(previous_sha))
-    updates: Sequence[Update] = BlobUpdates(blobs, [(sha, n) for _, sha, n in canonical])
+    updates: Sequence[Update] = BlobUpdates(
+        blobs,
+        [(sha, n) for _, sha, n in canonical],
+        base=previous,
+        encoding=spec.update_encoding,
+    )
     screened: list[tuple[int, str]] = []
     ratio = spec.merge.screen_norm_ratio
     if ratio is not None:

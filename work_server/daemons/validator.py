@@ -53,7 +53,9 @@ from work_server.db.models import (
     WorkUnit,
     WorkUnitState,
 )
+from work_server.ml.updates import decode_result, task_encoding
 from work_server.services import trust
+from yadml_common.wire import UpdateEncoding
 
 NAME = "validator"
 log = logging.getLogger(__name__)
@@ -82,13 +84,17 @@ def agree(a: Weights, b: Weights, tolerance: float) -> bool:
     return True
 
 
-def check_weights(data: bytes, reference: Weights) -> tuple[Weights | None, str | None]:
-    """Decode ``data`` and check it against the reference layout: (weights, None) or
+def check_weights(
+    data: bytes, reference: Weights, encoding: UpdateEncoding = "fp32"
+) -> tuple[Weights | None, str | None]:
+    """Decode ``data`` (an update in ``encoding``, whose base is ``reference``: the work
+    unit's input weights) and check it against the reference layout: (weights, None) or
     (None, reason)."""
     try:
-        weights = load_safetensors(data)
+        weights = decode_result(data, reference, encoding)
     except Exception as exc:  # malformed file: the volunteer's problem, never ours
-        return None, f"not a safetensors file: {exc}"[:500]
+        what = "safetensors file" if encoding == "fp32" else f"{encoding} update"
+        return None, f"not a {what}: {exc}"[:500]
     if weights.keys() != reference.keys():
         missing = sorted(reference.keys() - weights.keys())
         extra = sorted(weights.keys() - reference.keys())
@@ -126,6 +132,7 @@ def _decide(
     """Blocking part: load blobs, check tensors, find a quorum."""
     v = _Verdicts(bad={}, valid=[], invalid=[], inconclusive=[], too_late=[])
     try:
+        encoding = task_encoding(wu.task)
         reference = load_safetensors(blobs.get(wu.weights_sha256))
     except Exception as exc:  # missing file, or safetensors' own error type
         v.wu_error = f"input weights {wu.weights_sha256[:12]} unreadable: {exc}"[:500]
@@ -141,7 +148,7 @@ def _decide(
         except OSError as exc:
             v.bad[result_id] = f"output blob unreadable: {exc}"[:500]
             continue
-        weights, reason = check_weights(data, reference)
+        weights, reason = check_weights(data, reference, encoding)
         if weights is None:
             v.bad[result_id] = reason or "invalid output"
         else:
@@ -152,7 +159,9 @@ def _decide(
         cid, csha = canonical
         v.canonical = cid
         try:
-            canonical_weights = load_safetensors(blobs.get(csha)) if csha else None
+            canonical_weights = (
+                decode_result(blobs.get(csha), reference, encoding) if csha else None
+            )
         except Exception:
             canonical_weights = None
         if canonical_weights is None:

@@ -33,6 +33,7 @@ from work_server.db.models import (
 )
 from work_server.db.upsert import insert_ignore
 from work_server.errors import Conflict, Forbidden, Gone, InvalidResult, NotFound
+from work_server.ml.updates import check_scales, expected_upload_layout
 from work_server.services import safetensors_check as st
 from work_server.services import trust
 from yadml_common.wire import REPORT_METADATA_KEY, FailureReport, TrainReport
@@ -138,6 +139,7 @@ def validate_result_bytes(body: bytes, expected: Spec) -> TrainReport:
         header = st.parse_header(body)
         st.check_matches(header, expected)
         st.check_finite(body, header)
+        check_scales(body, header)
     except st.SafetensorsError as exc:
         raise InvalidResult(str(exc)) from None
     raw = header.metadata.get(REPORT_METADATA_KEY)
@@ -170,7 +172,11 @@ async def accept_upload(
         )
     # megabytes of work (parse, finiteness, one sha256, write + fsync) off the event loop,
     # so other uploads keep arriving meanwhile; nothing is stored unless it validates
-    report = await asyncio.to_thread(validate_result_bytes, body, specs.get(wu.weights_sha256))
+    try:  # the job's update encoding decides the exact layout (yadml_common.encoding)
+        expected = expected_upload_layout(specs.get(wu.weights_sha256), wu.task)
+    except ValueError as exc:
+        raise InvalidResult(str(exc)) from None
+    report = await asyncio.to_thread(validate_result_bytes, body, expected)
     late = result.server_state == ServerState.over  # it had been marked no_reply
     sha = await asyncio.to_thread(blobs.put, body)
     updated = await session.exec(
