@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     docker.add_argument(
         "--cold",
         action="store_true",
-        help="a fresh container per unit (default: one warm container takes unit after unit)",
+        help="a fresh container (docker) or process (process) per unit (default: one warm "
+        "container or trainer process takes unit after unit)",
     )
     run.add_argument(
         "--faults",
@@ -247,6 +248,8 @@ async def _remove_leftovers(executor: Executor) -> None:
 
 def _executor_options(state: StateDir, args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of the chosen executor's class."""
+    if args.executor == "process":
+        return {"warm": not args.cold, "spool_dir": state.root / "warm"}
     if args.executor != "docker":
         return {}
     from .executors.docker import client_id_for

@@ -6,6 +6,10 @@ child leads a new process group, so a time limit or a cancellation kills everyth
 started. Exit status: 0 ok, 2 ``invalid_input``, anything else (or a signal) ``crash``
 (``out_of_memory`` when the log says so). stdout and stderr are merged; the last 4 KiB
 are kept as the log tail.
+
+``warm=True`` keeps a trainer process running :mod:`volunteer_client.trainer_loop` between
+units instead (:mod:`.warm_process`): the interpreter start, ``import torch`` and the
+teardown are paid once per process rather than once per unit. Exit statuses mean the same.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from ..errors import ExecutionFailed
 from .base import ExecutionRequest, ExecutionResult, Executor
+from .warm_process import DEFAULT_LOOP_MODULE, WarmTrainers
 
 __all__ = ["DEFAULT_TRAINER_MODULE", "LOG_TAIL_BYTES", "ProcessExecutor"]
 
@@ -63,7 +68,9 @@ class ProcessExecutor(Executor):
 
     ``module`` is the module run with ``-m`` (tests pass a stand-in), ``python`` the
     interpreter, ``pythonpath`` extra import roots, ``env`` extra environment variables,
-    ``kill_grace_s`` how long SIGTERM is given before SIGKILL.
+    ``kill_grace_s`` how long SIGTERM is given before SIGKILL. ``warm``: keep a trainer
+    process between units (``loop_module`` runs it; its spools live in ``spool_dir``,
+    default a temporary directory).
     """
 
     runtime = "process"
@@ -76,18 +83,31 @@ class ProcessExecutor(Executor):
         pythonpath: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         kill_grace_s: float = 2.0,
+        warm: bool = False,
+        spool_dir: Path | None = None,
+        loop_module: str = DEFAULT_LOOP_MODULE,
     ) -> None:
         self.module = module
         self.python = python
         self.pythonpath = list(pythonpath)
         self.extra_env = dict(env or {})
         self.kill_grace_s = kill_grace_s
+        self.warm = warm
+        self.loop_module = loop_module
+        self.warm_trainers = WarmTrainers(
+            command=lambda spool: [self.python, "-m", self.loop_module, str(spool)],
+            environment=self._environment,
+            spool_dir=spool_dir,
+            kill_grace_s=kill_grace_s,
+            log_tail_bytes=LOG_TAIL_BYTES,
+        )
 
     def command(self, request: ExecutionRequest, task_path: Path) -> list[str]:
+        return [self.python, "-m", self.module, *self.trainer_args(request, task_path)]
+
+    @staticmethod
+    def trainer_args(request: ExecutionRequest, task_path: Path) -> list[str]:
         cmd = [
-            self.python,
-            "-m",
-            self.module,
             "--shard",
             str(request.shard_path),
             "--weights",
@@ -104,15 +124,18 @@ class ProcessExecutor(Executor):
         return cmd
 
     def environment(self, request: ExecutionRequest) -> dict[str, str]:
+        return self._environment(request.threads)
+
+    def _environment(self, threads: int | None) -> dict[str, str]:
         env = dict(os.environ)
         paths = [*self.pythonpath, _PACKAGE_PARENT]
         if env.get("PYTHONPATH"):
             paths.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env["PYTHONUNBUFFERED"] = "1"
-        if request.threads is not None:
+        if threads is not None:
             for name in _THREAD_VARS:
-                env[name] = str(request.threads)
+                env[name] = str(threads)
         env.update(self.extra_env)
         return env
 
@@ -122,6 +145,13 @@ class ProcessExecutor(Executor):
         task_path.write_text(request.task.model_dump_json(indent=2))
         request.output_path.unlink(missing_ok=True)
         started = time.monotonic()
+        if self.warm:
+            code, log_tail = await self.warm_trainers.run(
+                self.trainer_args(request, task_path),
+                name=request.work_dir.name,
+                timeout_s=request.timeout_s,
+            )
+            return _outcome(request, code, log_tail, started)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.command(request, task_path),
@@ -156,23 +186,11 @@ class ProcessExecutor(Executor):
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
-        elapsed = time.monotonic() - started
-        log_tail = tail.text()
-        code = proc.returncode
-        if code == 0:
-            if not request.output_path.is_file():
-                raise ExecutionFailed("crash", f"exit 0 but no output file\n{log_tail}")
-            return ExecutionResult(
-                output_path=request.output_path, elapsed_s=elapsed, log_tail=log_tail
-            )
-        if code == 2:
-            raise ExecutionFailed("invalid_input", log_tail)
-        if any(marker in log_tail for marker in _OOM_MARKERS):
-            raise ExecutionFailed("out_of_memory", f"exit status {code}\n{log_tail}")
-        if code is not None and code < 0:
-            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-            raise ExecutionFailed("crash", f"killed by {name}\n{log_tail}")
-        raise ExecutionFailed("crash", f"exit status {code}\n{log_tail}")
+        return _outcome(request, proc.returncode, tail.text(), started)
+
+    async def aclose(self) -> None:
+        """Stop the warm trainer processes."""
+        await self.warm_trainers.aclose()
 
     async def _finish_reader(self, reader: asyncio.Task[None]) -> None:
         # The pipe closes when the last process holding it exits; grandchildren may keep
@@ -193,3 +211,25 @@ class ProcessExecutor(Executor):
     def _signal_group(pgid: int, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
+
+
+def _outcome(
+    request: ExecutionRequest, code: int | None, log_tail: str, started: float
+) -> ExecutionResult:
+    """The trainer's exit status as a result, or the ``ExecutionFailed`` it means."""
+    if code == 0:
+        if not request.output_path.is_file():
+            raise ExecutionFailed("crash", f"exit 0 but no output file\n{log_tail}")
+        return ExecutionResult(
+            output_path=request.output_path,
+            elapsed_s=time.monotonic() - started,
+            log_tail=log_tail,
+        )
+    if code == 2:
+        raise ExecutionFailed("invalid_input", log_tail)
+    if any(marker in log_tail for marker in _OOM_MARKERS):
+        raise ExecutionFailed("out_of_memory", f"exit status {code}\n{log_tail}")
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+        raise ExecutionFailed("crash", f"killed by {name}\n{log_tail}")
+    raise ExecutionFailed("crash", f"exit status {code}\n{log_tail}")
