@@ -171,6 +171,14 @@ async def blob_etag_hook(request: web.Request, response: web.StreamResponse) -> 
 GRANT_HEADER = "X-Upload-Grant"
 
 
+def _wake_transitioner(app: web.Application) -> None:
+    """A result came in (its work unit is due for the transitioner now): run it now rather
+    than at its next interval (``DaemonScheduler.wake``)."""
+    scheduler = app.get(keys.SCHEDULER)
+    if scheduler is not None:
+        scheduler.wake("transitioner")
+
+
 @routes.put(f"{API_PREFIX}/results/{{result_id}}")
 async def upload_result(request: web.Request) -> web.Response:
     result_id = int_param(request, "result_id")
@@ -201,6 +209,7 @@ async def upload_result(request: web.Request) -> web.Response:
             now=time.time(),
         )
     if not duplicate:
+        _wake_transitioner(app)
         app[keys.METRICS].uploaded.labels(str(late).lower()).inc()
         app[keys.METRICS].upload_bytes.inc(len(body))
     return json_response(
@@ -216,6 +225,7 @@ async def report_failure(request: web.Request) -> web.Response:
         host = await _host(request, session)
         recorded = await uploads.report_failure(session, host, result_id, body, time.time())
     if recorded:
+        _wake_transitioner(request.app)
         request.app[keys.METRICS].failures.labels(body.reason).inc()
     return web.json_response({"result_id": result_id, "recorded": recorded})
 

@@ -9,6 +9,13 @@ With several server processes on one database, only the process holding the daem
 ``leader_retry_s`` seconds, and the scheduled runs of a process that does not hold it do
 nothing. ``role`` says which this process is.
 
+Daemons hand work to each other only through the database's state columns, but waiting a
+whole interval at every hand-over adds up (an upload -> transitioner -> validator ->
+aggregator -> transitioner chain closes a round and opens the next). So a run that handled
+something **wakes** the daemons that may now have work (``PIPELINE_WAKES``): they run right
+away (after a run in progress, never two at once) instead of at their next interval. An
+upload wakes the transitioner the same way (``wake``). ``wake_pipeline=False`` turns it off.
+
 ``run_all_once`` is the one-pass mode for tests and tools: transitioner -> validator ->
 aggregator, in that order, each with its own session.
 """
@@ -39,6 +46,16 @@ log = logging.getLogger(__name__)
 DaemonFn = Callable[[AsyncSession, float], Awaitable[int]]
 
 DAEMON_NAMES = (transitioner.NAME, validator.NAME, aggregator.NAME, file_deleter.NAME)
+
+#: After a run that handled something, the daemons that may have work because of it: the
+#: transitioner flags work units for the validator and fails others (aggregator); the
+#: validator picks canonical results (aggregator) and asks the transitioner to look again;
+#: the aggregator opens rounds whose work units the transitioner gives results.
+PIPELINE_WAKES: dict[str, tuple[str, ...]] = {
+    transitioner.NAME: (validator.NAME, aggregator.NAME),
+    validator.NAME: (transitioner.NAME, aggregator.NAME),
+    aggregator.NAME: (transitioner.NAME,),
+}
 
 
 def bind_daemons(
@@ -123,8 +140,10 @@ class DaemonScheduler:
         shutdown_timeout_s: float = 30.0,
         leadership: Leadership | None = None,
         leader_retry_s: float = 1.0,
+        wake_pipeline: bool = True,
     ) -> None:
         self.sessionmaker = sessionmaker
+        self.wake_pipeline = wake_pipeline
         self.leadership = leadership
         self.leader_retry_s = leader_retry_s
         self._leader = leadership is None  # no lock: this is the only process
@@ -140,6 +159,9 @@ class DaemonScheduler:
         )
         self._scheduler: AsyncIOScheduler | None = None
         self._running: set[asyncio.Task[Any]] = set()
+        self._locks = {name: asyncio.Lock() for name in self.daemons}
+        self._woken: set[str] = set()
+        self._wake_tasks: set[asyncio.Task[int]] = set()
 
     def interval(self, name: str) -> float:
         return float(getattr(self.intervals, name))
@@ -177,10 +199,39 @@ class DaemonScheduler:
         if task is not None:
             self._running.add(task)
         try:
-            return await run_daemon(self.sessionmaker, name, self.daemons[name], self.clock())
+            async with self._locks[name]:  # a woken run and a scheduled one never overlap
+                self._woken.discard(name)
+                handled = await run_daemon(
+                    self.sessionmaker, name, self.daemons[name], self.clock()
+                )
+            if handled and self.wake_pipeline:
+                self.wake(*PIPELINE_WAKES.get(name, ()))
+            return handled
         finally:
             if task is not None:
                 self._running.discard(task)
+
+    def wake(self, *names: str) -> None:
+        """Run these daemons now (after a run in progress) rather than at their next interval:
+        something handed them work through the state columns. One pending wake per daemon;
+        nothing when the scheduler is not running or this process does not lead."""
+        if self._scheduler is None or not self._leader:
+            return
+        for name in names:
+            if name in self._woken or name not in self.daemons:
+                continue
+            self._woken.add(name)
+            task = asyncio.get_running_loop().create_task(
+                self._woken_run(name), name=f"wake-{name}"
+            )
+            self._wake_tasks.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._wake_tasks.discard)
+
+    async def _woken_run(self, name: str) -> int:
+        if self._scheduler is None:  # shut down meanwhile
+            self._woken.discard(name)
+            return 0
+        return await self.run_now(name)
 
     def start(self) -> None:
         """Schedule every daemon; must be called with the event loop running."""

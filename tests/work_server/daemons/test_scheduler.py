@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tests.work_server.daemons.conftest import T0, Sim, make_spec
 from work_server.config import DaemonIntervals
 from work_server.daemons.scheduler import DAEMON_NAMES, DaemonScheduler, run_all_once, run_daemon
-from work_server.db.models import DaemonRun, Job, JobState, Result
+from work_server.db.models import DaemonRun, Job, JobState, Result, Round, RoundState
 
 
 async def test_scheduler_runs_every_daemon_and_shuts_down(sim: Sim) -> None:
@@ -61,3 +62,75 @@ async def test_run_all_once_in_order(sim: Sim) -> None:
     assert counts["transitioner"] == 2  # round 1's work units get their results
     assert len(await sim.all(Result)) == 2
     assert (await sim.get(Job, job_id)).state == JobState.running
+
+
+def _slow_intervals() -> DaemonIntervals:
+    """Every daemon runs once at start, then not for an hour: only wakes move work on."""
+    return DaemonIntervals(
+        transitioner=3600.0, validator=3600.0, aggregator=3600.0, file_deleter=3600.0
+    )
+
+
+async def _until(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_wakes_carry_a_round_through_the_pipeline(sim: Sim) -> None:
+    job_id = await sim.add_job(make_spec(shards=2, rounds=2))
+    host = await sim.add_host()
+    scheduler = DaemonScheduler(
+        sessionmaker=sim.sm, intervals=_slow_intervals(), blobs=sim.blobs, runs_dir=sim.runs_dir
+    )
+    scheduler.start()
+    try:
+        # the aggregator's first run starts the job and wakes the transitioner
+        assert await _until(lambda: _count(sim, Result, 2))
+        for wu in await sim.wus(job_id, 1):
+            for r in await sim.claim_all(wu.id, [host], time.time()):
+                await sim.upload(r.id, time.time(), noise=0.01)
+        scheduler.wake("transitioner")  # what the upload handler does
+        # transitioner -> validator -> aggregator (closes round 1) -> transitioner (round 2)
+        assert await _until(lambda: _count(sim, Result, 4))
+    finally:
+        await scheduler.shutdown()
+    rounds = await sim.all(Round)
+    assert [(r.number, r.state) for r in sorted(rounds, key=lambda r: r.number)] == [
+        (1, RoundState.done),
+        (2, RoundState.running),
+    ]
+    assert all(r.last_error is None for r in await sim.all(DaemonRun))
+
+
+async def test_without_wakes_work_waits_for_the_interval(sim: Sim) -> None:
+    await sim.add_job(make_spec(shards=2, rounds=2))
+    scheduler = DaemonScheduler(
+        sessionmaker=sim.sm,
+        intervals=_slow_intervals(),
+        blobs=sim.blobs,
+        runs_dir=sim.runs_dir,
+        wake_pipeline=False,
+    )
+    scheduler.start()
+    try:
+        assert await _until(lambda: _job_running(sim))
+        await asyncio.sleep(1.0)
+        # the transitioner ran before the job started, and not since
+        assert await sim.all(Result) == []
+    finally:
+        await scheduler.shutdown()
+    scheduler.wake("transitioner")  # after shutdown: nothing, no error
+    assert await sim.all(Result) == []
+
+
+async def _count(sim: Sim, model: type[Result], n: int) -> bool:
+    return len(await sim.all(model)) >= n
+
+
+async def _job_running(sim: Sim) -> bool:
+    jobs = await sim.all(Job)
+    return bool(jobs) and jobs[0].state == JobState.running
