@@ -12,13 +12,17 @@ from typing import ClassVar
 
 import torch
 
-from work_server.merge.base import MergePolicy, Update, combine
+from work_server.merge.base import MergePolicy, Update, coordinate_wise
+from work_server.merge.select import median_of_block
 
 __all__ = ["Median", "coordinate_median"]
 
 
 def coordinate_median(stacked: torch.Tensor) -> torch.Tensor:
-    """Median over dim 0 of ``stacked`` ``[K, ...]``; mean of the two middle values if K even."""
+    """Median over dim 0 of ``stacked`` ``[K, ...]``; mean of the two middle values if K even.
+
+    The plain definition (a full sort), kept as the reference: :class:`Median` computes the
+    same values block by block with :func:`~work_server.merge.select.median_of_block`."""
     k = stacked.shape[0]
     if k == 0:
         raise ValueError("no tensors")
@@ -34,4 +38,4 @@ class Median(MergePolicy):
     def merge(
         self, updates: Sequence[Update], previous: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        return combine(updates, previous, lambda stacked, _samples: coordinate_median(stacked))
+        return coordinate_wise(updates, previous, median_of_block)

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from work_server.merge.base import MergePolicy, Update, validate_updates
+from work_server.merge.base import MergePolicy, Update
 from work_server.merge.simple_average import weighted_average
 
 __all__ = ["Regularized", "blend"]
@@ -42,8 +42,7 @@ class Regularized(MergePolicy):
     ) -> dict[str, torch.Tensor]:
         if not previous:
             raise ValueError("regularized merge needs the previous weights")
-        validate_updates(updates, previous)
-        average = weighted_average(updates, previous)
+        average = weighted_average(updates, previous)  # validates each update, streaming
         return {
             name: blend(previous[name].detach(), avg, self.factor)
             if avg.is_floating_point()

@@ -13,13 +13,18 @@ from typing import ClassVar
 
 import torch
 
-from work_server.merge.base import MergePolicy, Update, combine
+from work_server.merge.base import MergePolicy, Update, coordinate_wise
+from work_server.merge.select import trimmed_mean_of_block
 
 __all__ = ["TrimmedMean", "coordinate_trimmed_mean"]
 
 
 def coordinate_trimmed_mean(stacked: torch.Tensor, trim_ratio: float) -> torch.Tensor:
-    """Trimmed mean over dim 0 of ``stacked`` ``[K, ...]``."""
+    """Trimmed mean over dim 0 of ``stacked`` ``[K, ...]``.
+
+    The plain definition (a full sort), kept as the reference: :class:`TrimmedMean` computes
+    the same values block by block with
+    :func:`~work_server.merge.select.trimmed_mean_of_block`."""
     if not 0 <= trim_ratio < 0.5:
         raise ValueError(f"trim_ratio must be in [0, 0.5), got {trim_ratio}")
     k = stacked.shape[0]
@@ -43,7 +48,5 @@ class TrimmedMean(MergePolicy):
     def merge(
         self, updates: Sequence[Update], previous: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        ratio = self.trim_ratio
-        return combine(
-            updates, previous, lambda stacked, _samples: coordinate_trimmed_mean(stacked, ratio)
-        )
+        cut = math.floor(self.trim_ratio * len(updates))
+        return coordinate_wise(updates, previous, lambda block: trimmed_mean_of_block(block, cut))
