@@ -52,6 +52,8 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     extra_args: list[str] = field(default_factory=list)
+    #: seconds to wait for /healthz (several servers starting at once on a busy machine)
+    start_timeout: float = 60.0
 
     @property
     def url(self) -> str:
@@ -84,7 +86,7 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-        wait_until(self._healthy, 60, f"server health (log: {self.log})")
+        wait_until(self._healthy, self.start_timeout, f"server health (log: {self.log})")
 
     def _healthy(self) -> bool:
         assert self.proc is not None
