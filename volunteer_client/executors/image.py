@@ -30,6 +30,7 @@ TRAINER_FILES = (
     "volunteer_client/trainer.py",
     "volunteer_client/trainer_loop.py",
     "yadml_common/__init__.py",
+    "yadml_common/encoding.py",
     "yadml_common/nn.py",
     "yadml_common/wire.py",
 )
