@@ -31,9 +31,18 @@ def _operator_token(state_dir: Path) -> tuple[str, bool]:
         return path.read_text().strip(), False
     token = new_token()
     state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    # written whole under a temporary name, then linked into place: server processes that
+    # start at once on a shared state directory all end up with the first one's token
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        os.link(tmp, path)
+    except FileExistsError:
+        return path.read_text().strip(), False
+    finally:
+        tmp.unlink(missing_ok=True)
     return token, True
 
 
@@ -76,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIGEST",
         help="worker image for docker units, by digest: sha256:<id> or name@sha256:<digest>",
+    )
+    serve.add_argument(
+        "--vm-image",
+        default=None,
+        metavar="ID",
+        help="VM image for vm units: yadml-vm@sha256:<raw disk sha256> (its manifest's id)",
     )
     serve.add_argument("--project-name", default="YADML", help="shown to attaching clients")
     serve.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS: PEM chain")
@@ -120,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_image is not None and not re.fullmatch(IMAGE_DIGEST_PATTERN, args.worker_image):
         print("--worker-image must be sha256:<id> or name@sha256:<digest>", file=sys.stderr)
         return 2
+    if args.vm_image is not None and not re.fullmatch(IMAGE_DIGEST_PATTERN, args.vm_image):
+        print("--vm-image must be yadml-vm@sha256:<hex> (the manifest's id)", file=sys.stderr)
+        return 2
     if (args.tls_cert is None) != (args.tls_key is None):
         print("--tls-cert and --tls-key go together", file=sys.stderr)
         return 2
@@ -152,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         retry_after_s=args.retry_after,
         run_daemons=not args.no_daemons,
         worker_image=args.worker_image,
+        vm_image=args.vm_image,
         project_name=args.project_name,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
