@@ -38,7 +38,7 @@ FASHION_FOR_DATASET := $(if $(filter fashion-mnist,$(DATASET)),data-fashion)
 # EXECUTOR=docker: the demo needs the engine and the worker image, and names it by digest.
 IMAGE_FOR_EXECUTOR := $(if $(filter docker,$(EXECUTOR)),image)
 
-.PHONY: help venv data data-mnist data-fashion demo test lint clean distclean docker-engine image browser postgres compose deploy-images
+.PHONY: help venv data data-mnist data-fashion demo test lint clean distclean docker-engine image vm-image browser postgres compose deploy-images
 
 help: ## show this help
 	@echo "YADML make targets:"
@@ -78,6 +78,9 @@ docker-engine: ## install docker.io and start dockerd (overlay2) unless an engin
 image: venv docker-engine ## build the worker image yadml-worker:<trainer version> (no-op when current)
 	@PYTHON='$(PY)' images/build_worker.sh
 
+vm-image: venv image ## build the VM image in build/vm (qcow2, VDI, manifest.json; no-op when current)
+	@PYTHON='$(PY)' images/vm/build.sh >/dev/null
+
 compose: docker-engine ## install the Docker Compose v2 plugin (`docker compose`) unless present
 	@PYTHON='$(PY)' scripts/compose.sh >/dev/null
 
@@ -95,7 +98,7 @@ browser: ## make sure Chromium is installed for the browser tests (Debian's chro
 postgres: ## install PostgreSQL if missing and start the test cluster in .pg/ (prints its URL)
 	@scripts/postgres.sh
 
-test: venv data-mnist data-fashion image browser postgres compose deploy-images ## run the test suite (PYTEST_ARGS=... passed to pytest)
+test: venv data-mnist data-fashion image vm-image browser postgres compose deploy-images ## run the test suite (PYTEST_ARGS=... passed to pytest)
 	@export YADML_TEST_PG_URL="$${YADML_TEST_PG_URL:-$$(scripts/postgres.sh url)}"; \
 	rc=0; $(PY) -m pytest -q -ra $(PYTEST_ARGS) || rc=$$?; \
 	if [[ $$rc -eq 5 ]]; then echo "error: pytest collected no tests (exit code 5)" >&2; exit 1; fi; \
