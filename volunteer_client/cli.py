@@ -9,6 +9,7 @@
                                        [--log-level INFO]
                                        [--docker-image IMG] [--docker-runtime runsc]
                                        [--memory-mb 2048] [--cpus N] [--pids-limit 256] [--cold]
+                                       [--vm-driver auto|qemu|virtualbox] [--vm-image-dir DIR]
     yadml-client [--state-dir DIR] status
     yadml-client [--state-dir DIR] detach
 
@@ -134,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="a fresh container (docker) or process (process) per unit (default: one warm "
         "container or trainer process takes unit after unit)",
     )
+    vm = run.add_argument_group("vm executor (--memory-mb and --cpus size the VM)")
+    vm.add_argument(
+        "--vm-driver",
+        choices=["auto", "qemu", "virtualbox"],
+        default="auto",
+        help="hypervisor (default: the first usable, QEMU first)",
+    )
+    vm.add_argument(
+        "--vm-image-dir",
+        type=Path,
+        default=None,
+        help="where the VM images and their manifest are (default: $YADML_VM_IMAGE_DIR or "
+        "the checkout's build/vm, made by `make vm-image`)",
+    )
     run.add_argument(
         "--faults",
         type=_faults,
@@ -205,6 +220,7 @@ async def _attach(
                 file=sys.stderr,
             )
             return 1
+        runtimes = _usable_runtimes(runtimes)
         request = detect_host(name, runtimes)
         ca = str(ca_cert.resolve()) if ca_cert is not None else None
         async with ServerAPI(base_url=url, ca_cert=ca) as api:
@@ -235,11 +251,30 @@ async def _attach(
     return 0
 
 
-async def _remove_leftovers(executor: Executor) -> None:
-    """Docker: remove the containers a killed earlier run of this client left behind."""
-    from .executors.docker import DockerExecutor
+def _usable_runtimes(runtimes: list[Runtime]) -> list[Runtime]:
+    """``runtimes`` without ``vm`` when no VM driver is usable here (it is not advertised)."""
+    if "vm" not in runtimes:
+        return runtimes
+    from .executors.vm import make_driver
 
-    if isinstance(executor, DockerExecutor):
+    try:
+        driver = make_driver("auto", prefix="yadml-vm-probe-")
+    except ExecutionFailed as exc:
+        kept: list[Runtime] = [r for r in runtimes if r != "vm"]
+        if not kept:
+            raise
+        print(f"not advertising the vm runtime: {exc.detail}", file=sys.stderr)
+        return kept
+    log.info("vm runtime: %s", driver.describe())
+    return runtimes
+
+
+async def _remove_leftovers(executor: Executor) -> None:
+    """Docker and vm: remove what a killed earlier run of this client left behind."""
+    from .executors.docker import DockerExecutor
+    from .executors.vm import VmExecutor
+
+    if isinstance(executor, DockerExecutor | VmExecutor):
         try:
             await asyncio.to_thread(executor.cleanup)
         except ExecutionFailed as exc:
@@ -250,6 +285,17 @@ def _executor_options(state: StateDir, args: argparse.Namespace) -> dict[str, An
     """Keyword arguments of the chosen executor's class."""
     if args.executor == "process":
         return {"warm": not args.cold, "spool_dir": state.root / "warm"}
+    if args.executor == "vm":
+        from .executors.docker import client_id_for
+
+        return {
+            "driver": args.vm_driver,
+            "client_id": client_id_for(state.root),
+            "image_dir": args.vm_image_dir,
+            "spool_dir": state.root / "vm",
+            "memory_mb": args.memory_mb,
+            "cpus": None if args.cpus is None else max(1, round(args.cpus)),
+        }
     if args.executor != "docker":
         return {}
     from .executors.docker import client_id_for

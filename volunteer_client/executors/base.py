@@ -39,8 +39,8 @@ class ExecutionRequest:
     timeout_s: float | None = None
     threads: int | None = None
     progress_path: Path | None = None
-    #: The image the unit names (an id or ``name@sha256:...``); only the docker executor
-    #: uses it.
+    #: The image the unit names (an id or ``name@sha256:...``); the docker executor (an
+    #: image id or digest) and the vm executor (``yadml-vm@sha256:<raw disk sha256>``) use it.
     image: str | None = None
 
 
@@ -97,3 +97,7 @@ def _load_builtin() -> None:
         from .docker import DockerExecutor
 
         register_executor("docker", DockerExecutor)
+    if "vm" not in _REGISTRY:
+        from .vm import VmExecutor
+
+        register_executor("vm", VmExecutor)

@@ -1,0 +1,32 @@
+"""The ``vm`` executor: each unit in a fresh VM of the YADML VM image (``images/vm``).
+
+* :mod:`.executor`: :class:`VmExecutor` (the :class:`~..base.Executor`), and
+  :func:`make_driver`;
+* :mod:`.base`: the :class:`VmDriver` interface both drivers implement;
+* :mod:`.qemu`: :class:`QemuDriver` (``qemu-system-x86_64``, KVM or TCG);
+* :mod:`.virtualbox`: :class:`VirtualBoxDriver` (``VBoxManage``);
+* :mod:`.image`: finding the image a unit names and checking it against its manifest;
+* :mod:`.disks`: the unit's input and output disks (tar archives on raw disks).
+"""
+
+from __future__ import annotations
+
+from .base import VmDriver, VmExit, VmRun, vm_prefix
+from .executor import VmExecutor, make_driver
+from .image import VmImage, VmImageStore, default_image_dir
+from .qemu import QemuDriver
+from .virtualbox import VirtualBoxDriver
+
+__all__ = [
+    "QemuDriver",
+    "VirtualBoxDriver",
+    "VmDriver",
+    "VmExecutor",
+    "VmExit",
+    "VmImage",
+    "VmImageStore",
+    "VmRun",
+    "default_image_dir",
+    "make_driver",
+    "vm_prefix",
+]

@@ -1,0 +1,255 @@
+"""``VmExecutor``: each unit in a fresh VM of the YADML VM image, through a driver.
+
+For one unit the executor makes a run directory ``<spool>/<prefix><unit>-<random>`` with
+the input disk (a tar of the task, shard, weights and thread count), an empty output disk,
+and the two serial logs; the driver (:mod:`.qemu` or :mod:`.virtualbox`) boots the image's
+file (checked against its manifest, :mod:`.image`) over a per-unit copy-on-write layer and
+waits for the guest to power off. The executor then reads the output disk (:mod:`.disks`)
+and maps what happened onto the client's failure reasons:
+
+* past the time limit: ``timeout`` (the driver stops the VM and removes its disks);
+* exit status 0 and weights: success; 2: ``invalid_input``; the guest kernel's OOM killer
+  (its console says ``Out of memory``) or status 137: ``out_of_memory``; anything else,
+  or a guest that powered off without a status: ``crash``; a VM that cannot be created or
+  started: ``executor_error``.
+
+The run directory is deleted afterwards in every case; :meth:`VmExecutor.cleanup` (run
+before the first unit, and by the client at start) removes what a killed client left.
+Progress lines from the guest are relayed to the unit's progress file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from ...errors import ExecutionFailed
+from ..base import ExecutionRequest, ExecutionResult, Executor
+from .base import VmDriver, VmRun, parse_status, vm_prefix
+from .disks import read_output_disk
+from .image import VmImageStore
+
+__all__ = ["VmExecutor", "make_driver"]
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_BYTES = 4096
+STATUS_POLL_S = 0.1
+_OOM_MARKERS = ("Out of memory", "oom-kill", "MemoryError")
+
+
+def make_driver(name: str, *, prefix: str) -> VmDriver:
+    """``qemu``, ``virtualbox`` or ``auto`` (the first usable, QEMU first)."""
+    from .qemu import QemuDriver
+    from .virtualbox import VirtualBoxDriver
+
+    if name == "qemu":
+        return QemuDriver(prefix=prefix)
+    if name == "virtualbox":
+        return VirtualBoxDriver(prefix=prefix)
+    if name != "auto":
+        raise ValueError(f"unknown VM driver {name!r} (qemu, virtualbox, auto)")
+    reasons = []
+    candidates: list[VmDriver] = [QemuDriver(prefix=prefix), VirtualBoxDriver(prefix=prefix)]
+    for driver in candidates:
+        ok, why = driver.usable()
+        if ok:
+            return driver
+        reasons.append(f"{driver.name}: {why}")
+    raise ExecutionFailed("executor_error", "no VM driver is usable: " + "; ".join(reasons))
+
+
+def _tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+class VmExecutor(Executor):
+    """Run the trainer in a VM; see the module docstring.
+
+    ``driver``: a :class:`VmDriver` or its name (``auto``, ``qemu``, ``virtualbox``);
+    ``client_id``: names this client's VMs (:func:`vm_prefix`); ``image_dir``: where the
+    images and manifests are; ``spool_dir``: where run directories go (default: a temp
+    dir); ``memory_mb``/``cpus``: the VM's size (``cpus`` None: the unit's thread count)."""
+
+    runtime = "vm"
+
+    def __init__(
+        self,
+        *,
+        driver: VmDriver | str = "auto",
+        client_id: str = "default",
+        image_dir: Path | None = None,
+        spool_dir: Path | None = None,
+        memory_mb: int = 2048,
+        cpus: int | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.prefix = vm_prefix(client_id)
+        self._driver = driver if isinstance(driver, VmDriver) else None
+        self._driver_name = driver if isinstance(driver, str) else driver.name
+        self.images = VmImageStore(image_dir)
+        self.spool_dir = spool_dir
+        self.memory_mb = memory_mb
+        self.cpus = cpus
+        self._cleaned = False
+        self._lock = asyncio.Lock()
+        #: timings of the last unit: ``ready_s`` (VM start to trainer start), ``total_s``
+        self.last_timings: dict[str, float] = {}
+
+    @property
+    def driver(self) -> VmDriver:
+        if self._driver is None:
+            self._driver = make_driver(self._driver_name, prefix=self.prefix)
+        return self._driver
+
+    def _spool(self) -> Path:
+        if self.spool_dir is None:
+            self.spool_dir = Path(tempfile.mkdtemp(prefix="yadml-vm-"))
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        return self.spool_dir
+
+    def cleanup(self) -> int:
+        """Remove this client's leftover VMs and run directories. Blocking."""
+        removed = self.driver.cleanup(self._spool())
+        if removed:
+            log.info("removed %d leftover VM(s)/run dir(s) of this client", removed)
+        self._cleaned = True
+        return removed
+
+    async def _prepare(self) -> VmDriver:
+        async with self._lock:
+            driver = self.driver
+            if not self._cleaned:
+                ok, why = await asyncio.to_thread(driver.usable)
+                if not ok:
+                    raise ExecutionFailed("executor_error", f"VM driver {driver.name}: {why}")
+                await asyncio.to_thread(self.cleanup)
+        return driver
+
+    async def run(self, request: ExecutionRequest) -> ExecutionResult:
+        from .disks import make_output_disk, write_input_disk
+
+        driver = await self._prepare()
+        image = await asyncio.to_thread(self.images.find, request.image, driver.disk_format)
+        request.output_path.unlink(missing_ok=True)
+        threads = request.threads or 1
+        run_dir = self._spool() / f"{self.prefix}{request.work_dir.name}-{uuid.uuid4().hex[:6]}"
+        run_dir.mkdir(mode=0o700)
+        run = VmRun(
+            name=run_dir.name,
+            run_dir=run_dir,
+            base_image=image.path,
+            input_disk=run_dir / "input.tar",
+            output_disk=run_dir / "output.raw",
+            console_log=run_dir / "console.log",
+            status_log=run_dir / "status.log",
+            memory_mb=self.memory_mb,
+            cpus=self.cpus or threads,
+            timeout_s=request.timeout_s,
+        )
+        try:
+            weights_bytes = request.weights_path.stat().st_size
+            await asyncio.to_thread(
+                write_input_disk,
+                run.input_disk,
+                shard=request.shard_path,
+                weights=request.weights_path,
+                task=request.task,
+                threads=threads,
+            )
+            make_output_disk(run.output_disk, weights_bytes=weights_bytes)
+            run.console_log.touch()
+            run.status_log.touch()
+            started = time.monotonic()
+            watch = asyncio.create_task(self._watch(run, request.progress_path, started))
+            try:
+                ended = await driver.execute(run)
+            finally:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+            return await asyncio.to_thread(self._result, request, run, ended.timed_out, started)
+        finally:
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, run_dir, True))
+
+    async def _watch(self, run: VmRun, progress: Path | None, started: float) -> None:
+        """Note when the trainer starts and relay the guest's progress lines."""
+        last = None
+        self.last_timings = {}
+        while True:
+            await asyncio.sleep(STATUS_POLL_S)
+            try:
+                text = run.status_log.read_text("utf-8", "replace")
+            except OSError:
+                continue
+            for line in parse_status(text):
+                if line.event == "READY" and "ready_s" not in self.last_timings:
+                    self.last_timings["ready_s"] = time.monotonic() - started
+                    log.info(
+                        "%s: trainer started %.1f s after the VM",
+                        run.name,
+                        self.last_timings["ready_s"],
+                    )
+                if line.event == "PROGRESS" and line.values and progress is not None:
+                    value = line.values[0]
+                    if value != last:
+                        last = value
+                        with contextlib.suppress(OSError):
+                            tmp = progress.with_name(f".{progress.name}.tmp")
+                            tmp.write_text(f"{value}\n")
+                            os.replace(tmp, progress)
+
+    def _result(
+        self, request: ExecutionRequest, run: VmRun, timed_out: bool, started: float
+    ) -> ExecutionResult:
+        elapsed = time.monotonic() - started
+        self.last_timings["total_s"] = elapsed
+        console = _tail(run.console_log)
+        if timed_out:
+            raise ExecutionFailed(
+                "timeout",
+                f"VM stopped after the time limit of {request.timeout_s or 0:.1f} s\n{console}",
+            )
+        status = parse_status(run.status_log.read_text("utf-8", "replace"))
+        fails = [" ".join(s.values) for s in status if s.event == "FAIL"]
+        limit = 2 * request.weights_path.stat().st_size + (1 << 20)
+        outputs = read_output_disk(
+            run.output_disk, weights_dest=request.output_path, max_weights_bytes=limit
+        )
+        code = outputs.exit_status
+        if code is None:
+            exits = [s.values[0] for s in status if s.event == "EXIT" and s.values]
+            code = int(exits[-1]) if exits and exits[-1].isdigit() else None
+        oom = any(marker in console for marker in _OOM_MARKERS)
+        if code == 0 and outputs.weights is not None:
+            if request.progress_path is not None:
+                with contextlib.suppress(OSError):
+                    request.progress_path.write_text("1.0\n")
+            return ExecutionResult(
+                output_path=request.output_path, elapsed_s=elapsed, log_tail=console
+            )
+        request.output_path.unlink(missing_ok=True)
+        problems = "; ".join([*fails, *outputs.problems])
+        if code == 0:
+            raise ExecutionFailed("crash", f"exit 0 but no output file ({problems})\n{console}")
+        if code == 2:
+            raise ExecutionFailed("invalid_input", console)
+        if oom or code == 137:
+            raise ExecutionFailed("out_of_memory", f"VM memory {self.memory_mb} MB\n{console}")
+        if code is None:
+            raise ExecutionFailed(
+                "crash", f"the VM stopped without an exit status ({problems})\n{console}"
+            )
+        raise ExecutionFailed("crash", f"exit status {code}\n{console}")
