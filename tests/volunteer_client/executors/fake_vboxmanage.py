@@ -155,8 +155,9 @@ def main(args: list[str]) -> int:
         if find_vm(state, args[1]) is None:
             return error(f"Could not find a registered machine named '{args[1]}'")
     elif command == "createmedium":
-        path = option(args, "--filename")
-        assert path is not None
+        filename = option(args, "--filename")
+        assert filename is not None
+        path = filename
         parent = option(args, "--diffparent")
         size = int(option(args, "--sizebyte") or 0)
         with open(path, "wb") as f:
