@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIGEST",
         help="worker image for docker units, by digest: sha256:<id> or name@sha256:<digest>",
     )
+    serve.add_argument(
+        "--vm-image",
+        default=None,
+        metavar="ID",
+        help="VM image for vm units: yadml-vm@sha256:<raw disk sha256> (its manifest's id)",
+    )
     serve.add_argument("--project-name", default="YADML", help="shown to attaching clients")
     serve.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS: PEM chain")
     serve.add_argument("--tls-key", type=Path, default=None, help="serve HTTPS: PEM key")
@@ -129,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_image is not None and not re.fullmatch(IMAGE_DIGEST_PATTERN, args.worker_image):
         print("--worker-image must be sha256:<id> or name@sha256:<digest>", file=sys.stderr)
         return 2
+    if args.vm_image is not None and not re.fullmatch(IMAGE_DIGEST_PATTERN, args.vm_image):
+        print("--vm-image must be yadml-vm@sha256:<hex> (the manifest's id)", file=sys.stderr)
+        return 2
     if (args.tls_cert is None) != (args.tls_key is None):
         print("--tls-cert and --tls-key go together", file=sys.stderr)
         return 2
@@ -161,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         retry_after_s=args.retry_after,
         run_daemons=not args.no_daemons,
         worker_image=args.worker_image,
+        vm_image=args.vm_image,
         project_name=args.project_name,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

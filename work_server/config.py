@@ -40,6 +40,9 @@ class ServerConfig:
     #: the worker image named (by digest) in docker work units: ``sha256:<id>`` or
     #: ``name@sha256:<digest>``; None: clients use the image of their own trainer version
     worker_image: str | None = None
+    #: the VM image named in vm work units: ``yadml-vm@sha256:<raw disk sha256>`` from its
+    #: manifest (images/vm); None: clients use the image of their own trainer version
+    vm_image: str | None = None
     project_name: str = "YADML"
     #: serve HTTPS with this certificate chain and private key (PEM files)
     tls_cert: Path | None = None

@@ -124,7 +124,7 @@ async def request_work(request: web.Request) -> web.Response:
                 url=_url(request, f"{API_PREFIX}/results/{c.result_id}?grant={grant}"),
                 max_bytes=wu.max_output_bytes,
             ),
-            image=config.worker_image if c.runtime == "docker" else None,
+            image={"docker": config.worker_image, "vm": config.vm_image}.get(c.runtime),
         )
         units.append(signer.sign(assignment))
     request.app[keys.METRICS].dispatched.inc(len(units))
