@@ -67,7 +67,7 @@ def main() -> int:
         "--full",
         action="store_true",
         help="1000 shards, 3 rounds, daemons every 2 s as the server runs them "
-        "(default: 100 shards, 2 rounds, daemons every 60 s of simulated time)",
+        "(default: 60 shards, 2 rounds, daemons every 60 s of simulated time)",
     )
     p.add_argument("--hosts", type=int, nargs="+", default=None)
     p.add_argument("--shards", type=int, default=None)
@@ -79,7 +79,7 @@ def main() -> int:
     args = p.parse_args()
     full = args.full
     args.hosts = args.hosts or [100, 1000, 10000, 100000]
-    args.shards = args.shards or (1000 if full else 100)
+    args.shards = args.shards or (1000 if full else 60)
     args.rounds = args.rounds or (3 if full else 2)
     args.daemon_interval_s = args.daemon_interval_s or (2.0 if full else 60.0)
 

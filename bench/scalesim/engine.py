@@ -15,6 +15,10 @@ While results are unsent every poll is explicit and real: idle hosts' polls arri
 Poisson stream of rate ``idle hosts / retry_after_s``, and a host that comes online or
 finishes a unit asks at once, as the real client does.
 
+**Daemons** run every ``daemon_interval_s`` and, as the server's ``DaemonScheduler`` does,
+also right away when woken: an upload or a failure report wakes the transitioner, and a
+pass that handled something wakes the daemons in ``PIPELINE_WAKES``.
+
 **Hosts** (:mod:`scalesim.hosts`) ask for one unit at a time (the client's default
 ``--max-concurrent 1``), compute only while online (``setup_s + unit_gflop / speed``), then
 report a client error (their error rate), sit on the result for 1-3 delay bounds (their late
@@ -34,10 +38,15 @@ import numpy as np
 
 from scalesim.hosts import HostModel, Population
 from scalesim.server import Claim, SimServer
+from scalesim.state import Counters, IndexedSet, Task
 from work_server.daemons import aggregator, file_deleter, transitioner, validator
+from work_server.daemons.scheduler import PIPELINE_WAKES
 
 T = TypeVar("T")
 TOGGLE, POLL, ASK, FINISH, UPLOAD, DAEMON, SAMPLE = range(7)
+DAEMON_NAMES = (transitioner.NAME, validator.NAME, aggregator.NAME, file_deleter.NAME)
+#: the ``version`` field of a DAEMON event: a scheduled (interval) run or a woken one
+SCHEDULED, WOKEN = 0, 1
 #: the background load is capped here: beyond it the server is overloaded
 RHO_CAP = 0.95
 
@@ -51,69 +60,12 @@ class SimConfig:
     file_deleter_interval_s: float = 300.0
     unit_gflop: float = 600.0  # ~5 min on the median host
     setup_s: float = 10.0  # download + start of one unit
+    #: the server's ``DaemonScheduler(wake_pipeline=True)``: an upload or failure report
+    #: wakes the transitioner, a daemon run that handled something wakes ``PIPELINE_WAKES``
+    wake_pipeline: bool = True
     max_sim_s: float = 7 * 86400.0
     seed: int = 0
     model: HostModel = field(default_factory=HostModel)
-
-
-@dataclass
-class Task:
-    claim: Claim
-    remaining_s: float
-    fail: bool
-    late_s: float
-    segment_start: float | None = None  # computing since (None: paused or done)
-    computed: bool = False
-
-
-@dataclass
-class Counters:
-    claims: int = 0
-    polls_empty: int = 0
-    uploads: dict[str, int] = field(default_factory=lambda: {"accepted": 0, "late": 0, "gone": 0})
-    failures: int = 0
-    failures_gone: int = 0  # reported after the deadline: already counted as no reply
-    aborted: int = 0
-    events: int = 0
-    virtual_polls: float = 0.0
-    virtual_heartbeats: float = 0.0
-    fluid_cpu: dict[str, float] = field(
-        default_factory=lambda: {"idle_polls": 0.0, "heartbeats": 0.0}
-    )
-    overloaded_s: float = 0.0
-    rho_time: float = 0.0  # integral of rho dt
-    now_calls: int = 0
-
-
-class IndexedSet:
-    """A set with O(1) add, remove and uniform random choice."""
-
-    def __init__(self) -> None:
-        self.items: list[int] = []
-        self.pos: dict[int, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __contains__(self, x: int) -> bool:
-        return x in self.pos
-
-    def add(self, x: int) -> None:
-        if x not in self.pos:
-            self.pos[x] = len(self.items)
-            self.items.append(x)
-
-    def discard(self, x: int) -> None:
-        i = self.pos.pop(x, None)
-        if i is None:
-            return
-        last = self.items.pop()
-        if i < len(self.items):
-            self.items[i] = last
-            self.pos[last] = i
-
-    def choice(self, rnd: random.Random) -> int:
-        return self.items[rnd.randrange(len(self.items))]
 
 
 class Engine:
@@ -136,6 +88,7 @@ class Engine:
         self.c_empty: list[float] = []
         self.c_heartbeat: list[float] = []
         self.job_state = "pending"
+        self.woken: set[int] = set()
         self.heap: list[tuple[float, int, int, int, int]] = []
         self._seq = itertools.count()
         for h in range(cfg.hosts):
@@ -244,7 +197,7 @@ class Engine:
         elif kind == UPLOAD:
             await self.upload(host)
         elif kind == DAEMON:
-            await self.daemon(host)
+            await self.daemon(host, woken=version == WOKEN)
         elif kind == SAMPLE:
             await self.sample()
             self.push(self.t + self.cfg.daemon_interval_s, SAMPLE)
@@ -307,8 +260,8 @@ class Engine:
         late = self.rnd.random() < m.late_rate
         task = Task(
             claim=claim,
-            remaining_s=self.cfg.setup_s + self.cfg.unit_gflop / self.pop.speed_gflops[host],
-            fail=self.rnd.random() < self.pop.error_rate[host],
+            remaining_s=self.cfg.setup_s + self.cfg.unit_gflop / float(self.pop.speed_gflops[host]),
+            fail=self.rnd.random() < float(self.pop.error_rate[host]),
             late_s=max(0.0, claim.deadline - done) * self.rnd.uniform(1.0, 3.0) if late else 0.0,
         )
         self.tasks[host] = task
@@ -329,6 +282,7 @@ class Engine:
             recorded, done = await self.serve(op)
             if recorded:
                 self.c.failures += 1
+                self.wake(transitioner.NAME)
             else:
                 self.c.failures_gone += 1
             self.become_free(host, done)
@@ -347,28 +301,46 @@ class Engine:
 
         outcome, done = await self.serve(op)
         self.c.uploads[outcome] += 1
+        if outcome != "gone":
+            self.wake(transitioner.NAME)
         self.become_free(host, done)
 
     # ------------------------------------------------------------------ server-side events
 
-    async def daemon(self, index: int) -> None:
-        name = (transitioner.NAME, validator.NAME, aggregator.NAME, file_deleter.NAME)[index]
+    def wake(self, *names: str) -> None:
+        """Run these daemons now rather than at their next interval (one pending wake each),
+        as ``DaemonScheduler.wake`` does."""
+        if not self.cfg.wake_pipeline:
+            return
+        for name in names:
+            index = DAEMON_NAMES.index(name)
+            if index not in self.woken:
+                self.woken.add(index)
+                self.push(self.t, DAEMON, index, WOKEN)
+
+    async def daemon(self, index: int, *, woken: bool) -> None:
+        name = DAEMON_NAMES[index]
+        if woken:
+            self.woken.discard(index)
 
         async def op(now: float) -> tuple[int, float]:
             return await self.server.daemon(name, now)
 
-        await self.serve(op)
+        handled, _ = await self.serve(op)
+        if handled:
+            self.wake(*PIPELINE_WAKES.get(name, ()))
         if name in (transitioner.NAME, aggregator.NAME):
             self.unsent = await self.server.unsent()
             self.start_polling()
         if name == aggregator.NAME:
             self.job_state = await self.server.job_state(self.job_id)
-        interval = (
-            self.cfg.file_deleter_interval_s
-            if name == file_deleter.NAME
-            else self.cfg.daemon_interval_s
-        )
-        self.push(self.t + interval, DAEMON, index)
+        if not woken:
+            interval = (
+                self.cfg.file_deleter_interval_s
+                if name == file_deleter.NAME
+                else self.cfg.daemon_interval_s
+            )
+            self.push(self.t + interval, DAEMON, index, SCHEDULED)
 
     async def sample(self) -> None:
         """One real idle poll and one real heartbeat: the background load's unit costs."""

@@ -54,7 +54,7 @@ async def run_scenario(
     try:
         w0 = time.perf_counter()
         await server.setup(hosts, T0)
-        baseline = await server.baseline(200)
+        baseline = await server.baseline(100)
         # (a later ``now`` than registration, so each poll writes last_contact as in the run)
         samples = [
             (await server.request_work(i * 7919 % hosts, T0 + 1 + i, lambda: 0.5))[1]

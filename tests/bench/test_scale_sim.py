@@ -3,6 +3,7 @@ simulation and of the scheduling it drives, never timing."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from scalesim.engine import IndexedSet
 from scalesim.hosts import HostModel, Population
 from scalesim.scenario import T0, job_spec, run_scenario
+from scalesim.state import IndexedSet
 
 
 def assert_consistent(s: dict[str, Any], *, shards: int) -> None:
@@ -41,6 +42,7 @@ def assert_consistent(s: dict[str, Any], *, shards: int) -> None:
     shares = s["components_share"]
     assert abs(sum(shares.values()) - 1.0) < 1e-9
     assert s["job_s"] > 0 and s["sim_s"] >= s["job_s"]
+    json.dumps(s)  # what bench/scale_sim.py writes: plain JSON types only
 
 
 async def test_tiny_job_completes_with_consistent_accounting(tmp_path: Path) -> None:
