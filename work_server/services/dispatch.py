@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import tuple_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -107,10 +107,11 @@ async def claim_work(
 async def _candidates(
     session: AsyncSession, max_units: int
 ) -> AsyncGenerator[tuple[Result, WorkUnit, int]]:
-    """Unsent results of running jobs, oldest first, in small pages: most requests are
-    served from the first page, and loading ORM rows nobody takes is the main cost here."""
+    """Unsent results of running jobs, oldest work unit first (a reissued replica of an old
+    unit goes before new units, as in BOINC), in small pages: most requests are served
+    from the first page, and loading ORM rows nobody takes is the main cost here."""
     page = max(8, 2 * max_units)
-    after = 0
+    after = (0, 0)  # keyset (workunit_id, id): walks index ix_result_dispatch, no sort
     for _ in range(_CANDIDATES_PER_UNIT * max_units // page):
         rows = (
             await session.exec(
@@ -122,17 +123,21 @@ async def _candidates(
                     Result.server_state == ServerState.unsent,
                     WorkUnit.state == WorkUnitState.active,
                     Job.state == JobState.running,
-                    col(Result.id) > after,
+                    tuple_(col(Result.workunit_id), col(Result.id)) > tuple_(*after),
                 )
-                .order_by(col(Result.id))
+                .order_by(col(Result.workunit_id), col(Result.id))
                 .limit(page)
+                # PostgreSQL: rows another request (of any server process) is claiming are
+                # skipped, not waited for; SQLite (one writer) ignores this
+                .with_for_update(of=Result, skip_locked=True)
             )
         ).all()
         for row in rows:
             yield row[0], row[1], row[2]
         if len(rows) < page:
             return
-        after = rows[-1][0].id or 0
+        last = rows[-1][0]
+        after = (last.workunit_id, last.id or 0)
 
 
 async def _claim_batch(

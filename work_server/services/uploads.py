@@ -151,6 +151,12 @@ def validate_result_bytes(body: bytes, expected: Spec) -> TrainReport:
         raise InvalidResult(f"bad training report: {exc.errors()[0]['msg']}") from None
 
 
+def _validate_and_store(body: bytes, expected: Spec, blobs: BlobStore) -> tuple[TrainReport, str]:
+    """Validate, then store (hash + atomic write + fsync); nothing is stored unless valid."""
+    report = validate_result_bytes(body, expected)
+    return report, blobs.put(body)
+
+
 async def accept_upload(
     session: AsyncSession,
     target: UploadTarget,
@@ -176,9 +182,9 @@ async def accept_upload(
         expected = expected_upload_layout(specs.get(wu.weights_sha256), wu.task)
     except ValueError as exc:
         raise InvalidResult(str(exc)) from None
-    report = await asyncio.to_thread(validate_result_bytes, body, expected)
+    # one thread hop for all of it: every hop costs a GIL hand-over on a busy server
+    report, sha = await asyncio.to_thread(_validate_and_store, body, expected, blobs)
     late = result.server_state == ServerState.over  # it had been marked no_reply
-    sha = await asyncio.to_thread(blobs.put, body)
     updated = await session.exec(
         update(Result)
         .where(
