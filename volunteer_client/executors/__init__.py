@@ -1,4 +1,4 @@
-"""Executors: where and how the trainer runs (``process``, ``docker``; ``vm`` later)."""
+"""Executors: where and how the trainer runs (``process``, ``docker``, ``vm``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from .base import (
 )
 from .docker import DockerExecutor
 from .process import ProcessExecutor
+from .vm import VmExecutor
 
 __all__ = [
     "EXECUTOR_NAMES",
@@ -20,6 +21,7 @@ __all__ = [
     "ExecutionResult",
     "Executor",
     "ProcessExecutor",
+    "VmExecutor",
     "get_executor",
     "register_executor",
 ]
