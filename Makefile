@@ -31,6 +31,8 @@ DEMO_ARGS ?=
 # Fault and attack injection (`make demo FAULTS=crash:0.3,late:0.1 ATTACK=signflip:0.2`).
 FAULTS ?=
 ATTACK ?=
+# Benchmark selection (`make bench BENCH_ARGS='--only dispatch,aggregation'`).
+BENCH_ARGS ?=
 # Extra pytest arguments (`make test PYTEST_ARGS='-k merge -x'`).
 PYTEST_ARGS ?=
 
@@ -38,7 +40,7 @@ FASHION_FOR_DATASET := $(if $(filter fashion-mnist,$(DATASET)),data-fashion)
 # EXECUTOR=docker: the demo needs the engine and the worker image, and names it by digest.
 IMAGE_FOR_EXECUTOR := $(if $(filter docker,$(EXECUTOR)),image)
 
-.PHONY: help venv data data-mnist data-fashion demo test lint clean distclean docker-engine image vm-image browser postgres compose deploy-images
+.PHONY: help venv data data-mnist data-fashion demo test bench lint clean distclean docker-engine image vm-image browser postgres compose deploy-images
 
 help: ## show this help
 	@echo "YADML make targets:"
@@ -103,6 +105,10 @@ test: venv data-mnist data-fashion image vm-image browser postgres compose deplo
 	rc=0; $(PY) -m pytest -q -ra $(PYTEST_ARGS) || rc=$$?; \
 	if [[ $$rc -eq 5 ]]; then echo "error: pytest collected no tests (exit code 5)" >&2; exit 1; fi; \
 	exit $$rc
+
+bench: venv data-mnist image vm-image postgres ## run every benchmark in bench/ (bounded, ~15 min); tables + bench/results/*.json
+	@export YADML_TEST_PG_URL="$${YADML_TEST_PG_URL:-$$(scripts/postgres.sh url)}"; \
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 lint: venv ## ruff check, ruff format --check, mypy (strict)
 	@rc=0; \
