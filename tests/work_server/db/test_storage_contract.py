@@ -173,3 +173,20 @@ def test_the_directory_store_is_a_blob_storage(tmp_path: Path) -> None:
     assert store.put(b"x" * 10) == sha and store.get(sha) == b"x" * 10
     assert store.list() == [sha] and store.size(sha) == 10 and store.disk_usage() == 10
     assert store.delete(sha) and not store.exists(sha) and not store.delete(sha)
+
+
+async def test_claims_skip_rows_another_claim_holds(store: Sim, db_url: str) -> None:
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite has one writer: a claim in progress holds the whole database")
+    await store.start(make_spec(shards=8, rounds=1))
+    await store.transition(T0 + 1)
+    first, second = await _hosts(store, 2)
+    async with store.sm() as holder:
+        # another process's claim, still in its transaction: the oldest results are locked
+        locked = (
+            await holder.exec(select(Result.id).order_by(col(Result.id)).limit(4).with_for_update())
+        ).all()
+        claimed = await asyncio.wait_for(_claim(store, second, T0 + 2), timeout=10)
+        await holder.rollback()
+    assert len(claimed) == 3 and not set(claimed) & set(locked)
+    assert len(await _claim(store, first, T0 + 2)) == 3  # the released rows are there again
