@@ -5,7 +5,9 @@ time each merge policy and compare it with the floor: one numpy pass reading the
 K*P float32 values (``acc += x_k``), timed in the same run. Updates are served lazily from
 a pool of distinct arrays, as the aggregator serves them from blob files, so a streaming
 policy never holds all K updates; the table reports peak extra memory (tracemalloc does not
-see torch, so we measure the peak RSS delta of a fresh subprocess per cell).
+see torch, so we measure the peak RSS delta of a fresh subprocess per cell). Each time is the
+best of up to 3 runs when a run is short (under ``REPEAT_BELOW_S``), so a loaded machine's
+noise does not decide the sub-second cells; the floor is timed the same way in the same cell.
 
     .venv/bin/python bench/aggregation.py            # K = 10, 100, 1000
     .venv/bin/python bench/aggregation.py --quick    # K = 10, 100
@@ -57,6 +59,19 @@ MODELS: dict[str, list[tuple[int, ...]]] = {
 }
 POLICIES = ["simple_average", "regularized", "median", "trimmed_mean", "krum"]
 POOL = 24  # distinct update arrays cycled through (bounds the benchmark's own memory)
+REPEAT_BELOW_S = 1.0  # runs shorter than this are repeated (up to 3 runs), best one kept
+
+
+def _best_time(fn: Any) -> float:
+    """Seconds of the fastest of up to 3 calls of ``fn``; one call when it takes long."""
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+        if best >= REPEAT_BELOW_S:
+            break
+    return best
 
 
 def _params(model: str) -> int:
@@ -106,19 +121,18 @@ def run_cell(model: str, k: int, policy: str) -> dict[str, Any]:
     previous = {name: torch.zeros_like(t) for name, t in pool[0].items()}
     p = sum(t.numel() for t in pool[0].values())
     flat_pool = [np.concatenate([t.numpy().ravel() for t in u.values()]) for u in pool]
-    # floor: one pass over K*P float32 values
-    acc = np.zeros(p, np.float32)
-    t0 = time.perf_counter()
-    for i in range(k):
-        acc += flat_pool[i % len(flat_pool)]
-    floor_s = time.perf_counter() - t0
+
+    def floor() -> None:  # one pass over K*P float32 values
+        acc = np.zeros(p, np.float32)
+        for i in range(k):
+            acc += flat_pool[i % len(flat_pool)]
+
+    floor_s = _best_time(floor)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     spec = MergeSpec(method=policy)
     merge = get_policy(spec)
     updates = LazyUpdates(pool, k)
-    t0 = time.perf_counter()
-    merge.merge(updates, previous)
-    policy_s = time.perf_counter() - t0
+    policy_s = _best_time(lambda: merge.merge(updates, previous))
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "model": model,
@@ -148,6 +162,7 @@ def main() -> int:
     from rich.table import Table
 
     console = Console()
+    started = time.perf_counter()
     ks = [10, 100] if args.quick else [10, 100, 1000]
     rows: list[dict[str, Any]] = []
     for model in MODELS:
@@ -201,6 +216,7 @@ def main() -> int:
             table.add_row(r["model"], str(r["k"]), r["policy"], "failed", "", "", "", "", "")
             continue
         rel = r["seconds"] / base[(r["model"], r["k"])] if (r["model"], r["k"]) in base else 0
+        r["x_simple_average"] = rel
         table.add_row(
             r["model"],
             str(r["k"]),
@@ -213,8 +229,12 @@ def main() -> int:
             f"{r['updates_mb']:.0f}",
         )
     console.print(table)
+    total_s = time.perf_counter() - started
+    console.print(f"whole benchmark: {total_s:.0f} s")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"rows": rows, "pool": POOL}, indent=2))
+    args.output.write_text(
+        json.dumps({"rows": rows, "pool": POOL, "total_seconds": total_s}, indent=2)
+    )
     return 0
 
 
