@@ -71,6 +71,10 @@ class DemoOptions:
     delay_bound_s: float | None = None
     adaptive: bool = False
     screen_norm_ratio: float | None = None
+    #: a fresh trainer process (or container) per unit instead of a warm one
+    cold: bool = False
+    #: train on a seeded random subset of this many images (JobSpec.train_subset); None: all
+    train_subset: int | None = None
 
 
 def attack_plan(opts: DemoOptions) -> tuple[str, list[int]]:
@@ -99,6 +103,7 @@ def build_job_spec(opts: DemoOptions) -> JobSpec:
             "seed": opts.seed,
             "runtimes": [opts.executor],
             "replication": replication(opts),
+            "train_subset": opts.train_subset,
         }
     )
 

@@ -71,6 +71,8 @@ def client_run_command(opts: DemoOptions, index: int) -> list[str]:
         "--executor", opts.executor,
         "--threads", "1",
     ]  # fmt: skip
+    if opts.cold:
+        cmd.append("--cold")
     # fault injection and attackers: testing and demos only
     if opts.faults.strip():
         cmd += ["--faults", opts.faults, "--fault-seed", str(opts.seed * 1000 + index)]
