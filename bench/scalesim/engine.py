@@ -116,7 +116,8 @@ class Engine:
         return polls * c_empty + beats * (_mean(self.c_heartbeat) or c_empty)
 
     def advance(self, t: float) -> None:
-        assert t >= self.t, "simulated clock went backwards"
+        if t < self.t:
+            raise RuntimeError(f"simulated clock went backwards: {t} < {self.t}")
         dt = t - self.t
         if dt > 0:
             polls, beats = self.rates()
@@ -135,7 +136,8 @@ class Engine:
     async def serve(self, op: Callable[[float], Awaitable[tuple[T, float]]]) -> tuple[T, float]:
         """Run one real server operation; returns (its result, when its reply is out)."""
         now = max(self.t, self.server_free)
-        assert now >= self.last_now, "server clock went backwards"
+        if now < self.last_now:
+            raise RuntimeError(f"server clock went backwards: {now} < {self.last_now}")
         self.last_now = now
         self.c.now_calls += 1
         out, cpu = await op(now)
