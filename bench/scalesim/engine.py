@@ -7,10 +7,11 @@ its measured CPU time, FIFO. So ``now`` only moves forward, whatever order the e
 
 **Idle polling and heartbeats as a fluid.** Hosts without work poll every ``retry_after_s``
 (what ``ServerConfig.retry_after_s`` tells the real client) and hosts with a running unit
-send a heartbeat every ``heartbeat_s``. While no result is unsent these requests cannot change
-anything, so instead of executing millions of identical ones they form a background load
-``rho = rate x (mean CPU of one)``, the mean taken from real requests sampled every daemon
-interval; explicit work then takes ``cpu / (1 - rho)`` of server time (processor sharing).
+send a heartbeat every ``heartbeat_s``. While no result is unsent a poll changes nothing
+(and a heartbeat only records progress), so instead of executing millions of identical ones
+they form a background load ``rho = rate x (mean CPU of one)``, the mean taken from one real
+poll and one real heartbeat every ``sample_interval_s`` (a sampled heartbeat's abort list is
+obeyed); explicit work then takes ``cpu / (1 - rho)`` of server time (processor sharing).
 While results are unsent every poll is explicit and real: idle hosts' polls arrive as a
 Poisson stream of rate ``idle hosts / retry_after_s``, and a host that comes online or
 finishes a unit asks at once, as the real client does.
@@ -58,6 +59,8 @@ class SimConfig:
     heartbeat_s: float = 30.0
     daemon_interval_s: float = 10.0
     file_deleter_interval_s: float = 300.0
+    #: one real idle poll and one real heartbeat this often: the fluid load's unit costs
+    sample_interval_s: float = 60.0
     unit_gflop: float = 600.0  # ~5 min on the median host
     setup_s: float = 10.0  # download + start of one unit
     #: the server's ``DaemonScheduler(wake_pipeline=True)``: an upload or failure report
@@ -151,7 +154,7 @@ class Engine:
         for i in range(3):  # transitioner, validator, aggregator (see daemon())
             self.push(self.t0 + 0.1 * (i + 1), DAEMON, i)
         self.push(self.t0 + self.cfg.file_deleter_interval_s, DAEMON, 3)
-        self.push(self.t0 + self.cfg.daemon_interval_s / 2, SAMPLE)
+        self.push(self.t0 + self.cfg.sample_interval_s / 2, SAMPLE)
         self.job_id = job_id
         end = self.t0 + self.cfg.max_sim_s
         while self.heap and self.job_state not in ("completed", "failed", "cancelled"):
@@ -202,7 +205,7 @@ class Engine:
             await self.daemon(host, woken=version == WOKEN)
         elif kind == SAMPLE:
             await self.sample()
-            self.push(self.t + self.cfg.daemon_interval_s, SAMPLE)
+            self.push(self.t + self.cfg.sample_interval_s, SAMPLE)
 
     def start_polling(self) -> None:
         if not self.polling and self.unsent > 0 and self.idle:
