@@ -28,7 +28,7 @@ from volunteer_client.executors.vm import QemuDriver, VmExecutor, VmImageStore, 
 from work_server.ml.datasets import load_dataset
 from yadml_common.wire import REPORT_METADATA_KEY, SHARD_IMAGES, SHARD_LABELS
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def _qemu_processes(prefix: str) -> list[int]:
 async def test_digits_unit_matches_the_process_executor(tmp_path: Path, qemu_ready: None) -> None:
     expected = _digits_request(tmp_path / "process", samples=96, timeout_s=None)
     await ProcessExecutor().run(expected)
-    request = _digits_request(tmp_path / "vm", samples=96, timeout_s=300)
+    request = _digits_request(tmp_path / "vm", samples=96, timeout_s=600)
     executor = get_executor(
         "vm", driver="qemu", client_id="test-same", spool_dir=tmp_path / "spool", memory_mb=1024
     )
