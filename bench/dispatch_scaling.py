@@ -290,8 +290,9 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=120)
     admin = postgres_url()
+    load_start = os.getloadavg()[0]
     counts = [int(n) for n in args.processes.split(",")]
     rows: list[tuple[str, int, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="yadml-scaling-") as tmpname:
@@ -326,6 +327,8 @@ def main() -> int:
             f"{r['upload_p99_ms']:.1f}",
         )
     console.print(table)
+    end = os.getloadavg()[0]
+    console.print(f"load average (1 min): {load_start:.1f} at start, {end:.1f} at end")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(
         json.dumps(
@@ -336,7 +339,7 @@ def main() -> int:
                 "duration_s": args.duration,
                 "runs": [{"database": b, "processes": n, **r} for b, n, r in rows],
                 "machine": f"{os.cpu_count()} cores",
-                "load_average_at_end": os.getloadavg()[0],
+                "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]},
             },
             indent=2,
         )
