@@ -270,10 +270,15 @@ def _usable_runtimes(runtimes: list[Runtime]) -> list[Runtime]:
 
 
 async def _remove_leftovers(executor: Executor) -> None:
-    """Docker and vm: remove what a killed earlier run of this client left behind."""
+    """Docker and vm: remove what a killed earlier run of this client left behind. A vm
+    executor without a usable hypervisor stops the client here (ExecutionFailed)."""
     from .executors.docker import DockerExecutor
     from .executors.vm import VmExecutor
 
+    if isinstance(executor, VmExecutor):
+        ok, why = await asyncio.to_thread(executor.driver.usable)
+        if not ok:
+            raise ExecutionFailed("executor_error", f"VM driver {executor.driver.name}: {why}")
     if isinstance(executor, DockerExecutor | VmExecutor):
         try:
             await asyncio.to_thread(executor.cleanup)

@@ -8,10 +8,15 @@ from pathlib import Path
 import pytest
 
 from tests.requirements import require
-from volunteer_client.cli import _executor_options, _usable_runtimes, build_parser
+from volunteer_client.cli import (
+    _executor_options,
+    _remove_leftovers,
+    _usable_runtimes,
+    build_parser,
+)
 from volunteer_client.errors import ExecutionFailed
 from volunteer_client.executors import get_executor
-from volunteer_client.executors.vm import VmExecutor
+from volunteer_client.executors.vm import QemuDriver, VmExecutor
 from volunteer_client.state import StateDir
 
 
@@ -45,3 +50,11 @@ def test_run_options_make_a_vm_executor(tmp_path: Path) -> None:
     assert executor.spool_dir == tmp_path / "state" / "vm"
     assert executor.driver.name == "qemu"
     assert executor.prefix.startswith("yadml-vm-")
+
+
+async def test_run_stops_when_the_vm_driver_is_not_usable(tmp_path: Path) -> None:
+    driver = QemuDriver(prefix="yadml-vm-x-", qemu=[str(tmp_path / "no-qemu")])
+    executor = VmExecutor(driver=driver, spool_dir=tmp_path / "spool")
+    with pytest.raises(ExecutionFailed) as info:
+        await _remove_leftovers(executor)
+    assert info.value.reason == "executor_error" and "qemu" in info.value.detail

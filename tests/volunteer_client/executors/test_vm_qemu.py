@@ -99,6 +99,23 @@ async def test_time_limit_leaves_no_process_overlay_or_file(
     assert base.stat().st_mtime_ns == before  # the shared base image was never written
 
 
+async def test_cancelled_unit_leaves_no_process_or_file(tmp_path: Path, qemu_ready: None) -> None:
+    request = _digits_request(tmp_path / "vm", samples=64, timeout_s=600)
+    spool = tmp_path / "spool"
+    executor = VmExecutor(driver="qemu", client_id="test-cancel", spool_dir=spool, memory_mb=512)
+    task = asyncio.create_task(executor.run(request))
+    for _ in range(300):  # until the VM runs
+        if _qemu_processes(vm_prefix("test-cancel")):
+            break
+        await asyncio.sleep(0.1)
+    assert _qemu_processes(vm_prefix("test-cancel")), "the VM never started"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert _qemu_processes(vm_prefix("test-cancel")) == []
+    assert list(spool.iterdir()) == []
+
+
 async def test_restarted_client_kills_its_orphaned_vms(tmp_path: Path, qemu_ready: None) -> None:
     prefix = vm_prefix("test-orphan")
     spool = tmp_path / "spool"
