@@ -329,7 +329,7 @@ class Engine:
             self.woken.discard(index)
 
         async def op(now: float) -> tuple[int, float]:
-            return await self.server.daemon(name, now)
+            return await self.server.daemon(name, now, woken=woken)
 
         handled, _ = await self.serve(op)
         if handled:

@@ -18,7 +18,7 @@ DAEMON_OPS = ("transitioner", "validator", "aggregator", "file_deleter")
 SPLIT = (
     "work_request_claim",
     "work_request_empty",
-    *(f"{d}_{x}" for d in DAEMON_OPS for x in ("busy", "idle")),
+    *(f"{d}_{x}" for d in DAEMON_OPS for x in ("busy", "idle", "woken_idle")),
 )
 ERRORS = (Outcome.client_error, Outcome.no_reply, Outcome.validate_error)
 
@@ -50,10 +50,11 @@ async def analyse(
     job: Job = (await server.rows(Job))[0]
     rounds = await server.rounds(job_id)
     done_units = sum(1 for w in wus if w.state == WorkUnitState.done)
-    # marginal scheduling CPU per completed unit: requests that got or returned work and
-    # the daemon passes that handled something (idle passes are a fixed load, below)
+    # marginal scheduling CPU per completed unit: requests that got or returned work, the
+    # daemon passes that handled something and the woken ones that found nothing (work
+    # caused them); scheduled idle passes are a fixed load, below
     sched_ops = ["work_request_claim", "upload", "failure_report"]
-    sched_ops += [f"{d}_busy" for d in DAEMON_OPS]
+    sched_ops += [f"{d}_{x}" for d in DAEMON_OPS for x in ("busy", "woken_idle")]
     sched_cpu = sum(log.get(name, {}).get("cpu_s", 0.0) for name in sched_ops)
     cpu_per_unit = sched_cpu / done_units if done_units else float("nan")
     idle_daemons_2s = sum(_median(log, f"{d}_idle") for d in DAEMON_OPS[:3]) / 2.0

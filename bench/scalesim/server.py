@@ -220,7 +220,10 @@ class SimServer:
 
     # ------------------------------------------------------------------ daemons
 
-    async def daemon(self, name: str, now: float) -> tuple[int, float]:
+    async def daemon(self, name: str, now: float, *, woken: bool = False) -> tuple[int, float]:
+        """One pass, logged also as ``<name>_busy`` (it handled something), ``<name>_idle``
+        (a scheduled pass with nothing to do) or ``<name>_woken_idle`` (woken for nothing)."""
+
         async def run() -> int:
             async with self.sessionmaker() as session:
                 if name == transitioner.NAME:
@@ -236,7 +239,7 @@ class SimServer:
                 )
 
         handled, cpu = await self._timed(name, run)
-        split = f"{name}_busy" if handled else f"{name}_idle"  # handled something or not
+        split = f"{name}_busy" if handled else f"{name}_woken_idle" if woken else f"{name}_idle"
         self.log.cpu[split].append(cpu)
         self.log.wall[split].append(self.log.wall[name][-1])
         return handled, cpu
