@@ -19,10 +19,19 @@ Also measured: a bare ``docker run --rm <image> true`` (the engine's own cost), 
 image's size installed and compressed (``docker save | gzip``), next to the 0.5 GB image the
 project's origin measured.
 
+The VM row (``vm`` executor, QEMU driver; KVM where it works, else TCG) trains a smaller
+shard (``--vm-samples``: under TCG every instruction is emulated) and reports the
+boot-to-trainer-ready time (from ``run()`` to the guest's init starting the trainer: overlay,
+QEMU, firmware, kernel, inputs unpacked), the rest of the fixed cost (``import torch`` in
+the guest, power-off, reading the output disk), and the image's size to download (the
+qcow2, gzip-compressed) and on disk (qcow2 and VDI), against the origin's VirtualBox route
+(about 5 GB to download, 135 s to start a VM) and the Docker row.
+
     .venv/bin/python bench/executor_overhead.py [--samples 15000] [--units 3]
+                                                [--vm-samples 600] [--vm-units 1] [--no-vm]
 
 Prints a table and writes ``bench/results/executor_overhead.json``. Needs a Docker engine and
-the worker image (``make image``).
+the worker image (``make image``), and for the VM row QEMU and the VM image (``make vm-image``).
 """
 
 from __future__ import annotations
@@ -59,6 +68,8 @@ from yadml_common.wire import REPORT_METADATA_KEY, SHARD_IMAGES, SHARD_LABELS, T
 
 RESULTS = Path(__file__).resolve().parent / "results" / "executor_overhead.json"
 REFERENCE_IMAGE_GB = 0.5  # the origin's Docker image (and 62 s average start)
+REFERENCE_VM_GB = 5.0  # the origin's VirtualBox route: about 5 GB to download...
+REFERENCE_VM_START_S = 135.0  # ...and 135 s to start a VM
 
 
 def make_inputs(root: Path, samples: int) -> tuple[Path, Path]:
@@ -159,6 +170,84 @@ def image_sizes(image: str) -> dict[str, float]:
     }
 
 
+def vm_bench(samples: int, units: int) -> dict[str, Any] | None:
+    """The VM row: ``units`` units of ``samples`` MNIST images in fresh QEMU VMs."""
+    from volunteer_client.errors import ExecutionFailed
+    from volunteer_client.executors.vm import QemuDriver, VmExecutor, VmImageStore
+
+    driver = QemuDriver(prefix="yadml-vm-bench-")
+    ok, why = driver.usable()
+    try:
+        image = VmImageStore().find(None, "qcow2")
+    except ExecutionFailed as exc:
+        ok, why = False, exc.detail
+    if not ok:
+        print(f"VM row skipped: {why}", file=sys.stderr)
+        return None
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="yadml-bench-vm-") as tmp:
+        root = Path(tmp)
+        shard, weights = make_inputs(root, samples)
+        executor = VmExecutor(driver=driver, client_id="bench", spool_dir=root / "spool")
+        for i in range(units):
+            row = asyncio.run(run_unit(executor, root, shard, weights, f"vm-{i}"))
+            row["ready_s"] = executor.last_timings["ready_s"]
+            row["after_ready_s"] = row["fixed_s"] - row["ready_s"]
+            rows.append(row)
+    files = image.manifest["files"]
+    with open(image.path, "rb") as f:
+        download = len(gzip.compress(f.read(), compresslevel=6))
+    return {
+        "accel": driver.accel,
+        "image": image.id,
+        "samples": samples,
+        "runs": rows,
+        "summary_median": {k: statistics.median(r[k] for r in rows) for k in rows[0]},
+        "sizes_mb": {
+            "download_qcow2_gzip": download / 1e6,
+            "qcow2": files["qcow2"]["bytes"] / 1e6,
+            "vdi": files["vdi"]["bytes"] / 1e6,
+            "root_squashfs": image.manifest["root_squashfs_bytes"] / 1e6,
+        },
+        "reference": {"download_gb": REFERENCE_VM_GB, "start_s": REFERENCE_VM_START_S},
+    }
+
+
+def vm_table(vm: dict[str, Any], docker: dict[str, float] | None, sizes: Any) -> Table:
+    """The VM row next to the Docker row (cold) and the origin's VirtualBox figures."""
+    s, mb = vm["summary_median"], vm["sizes_mb"]
+    table = Table(title=f"VM route ({vm['accel'].upper()}), one epoch of {vm['samples']} samples")
+    for col in ("route", "boot to trainer s", "fixed s", "train s", "download MB", "on disk MB"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        f"vm (qemu, {vm['accel']})",
+        f"{s['ready_s']:.1f}",
+        f"{s['fixed_s']:.1f}",
+        f"{s['train_s']:.1f}",
+        f"{mb['download_qcow2_gzip']:.0f}",
+        f"{mb['qcow2']:.0f} qcow2 / {mb['vdi']:.0f} VDI",
+    )
+    if docker is not None:
+        table.add_row(
+            "docker (cold)",
+            f"{docker['start_s']:.2f} (incl. import)",
+            f"{docker['fixed_s']:.2f}",
+            f"{docker['train_s']:.2f}",
+            f"{sizes['compressed_mb']:.0f}" if sizes else "-",
+            f"{sizes['installed_mb']:.0f}" if sizes else "-",
+        )
+    table.add_row(
+        "origin: VirtualBox", f"{REFERENCE_VM_START_S:.0f}", "-", "-",
+        f"{REFERENCE_VM_GB * 1000:.0f}", "-",
+    )  # fmt: skip
+    table.caption = (
+        "boot to trainer: run() to the guest starting the trainer (before import torch); "
+        "fixed: wall minus training (for the VM: boot, import torch emulated, power-off, "
+        "output disk); the docker row trains its own, larger shard"
+    )
+    return table
+
+
 def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
     """Medians per column, the least fixed cost, and the median fixed cost's share."""
     out = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
@@ -205,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--units", type=int, default=3, help="units per executor")
     p.add_argument("--image", default=None, help="worker image (default: this trainer's)")
     p.add_argument("--no-sizes", action="store_true", help="skip the image size measurement")
+    p.add_argument("--vm-samples", type=int, default=600, help="the VM row's shard size")
+    p.add_argument("--vm-units", type=int, default=1, help="units in fresh VMs")
+    p.add_argument("--no-vm", action="store_true", help="skip the VM row")
     args = p.parse_args(argv)
     image = args.image or default_image()
     console = Console(width=max(Console().width, 110))
@@ -212,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = asyncio.run(bench(args.samples, args.units, image))
     bare = bare_container_s(image)
     sizes = None if args.no_sizes else image_sizes(image)
+    vm = None if args.no_vm else vm_bench(args.vm_samples, args.vm_units)
 
     table = Table(title=f"per-unit cost, one epoch of {args.samples} MNIST samples, 1 thread")
     for col in (
@@ -241,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{sizes['compressed_mb']:.0f} MB compressed (docker save | gzip), "
             f"reference {sizes['reference_mb']:.0f} MB"
         )
+    if vm is not None:
+        console.print(vm_table(vm, summary.get("docker"), sizes))
     out = {
         "image": image,
         "samples": args.samples,
@@ -250,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "bare_container_s": bare,
         "image_sizes": sizes,
+        "vm": vm,
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
