@@ -83,6 +83,10 @@ for item in json.load(open(sys.argv[1]))["install"]:
   ln "$wheelhouse"/pip-*.whl "$ctx/wheelhouse/" 2>/dev/null || cp "$wheelhouse"/pip-*.whl "$ctx/wheelhouse/"
   cp deploy/images/app/Dockerfile deploy/images/app/*.sh deploy/images/app/init.py "$ctx/"
   version=$("$python" -c 'import importlib.metadata as m; print(m.version("yadml"))')
+  # The build stage is tagged: it is the cache of the next build (the dependency layer).
+  say "docker build yadml-app-build:cache (dependencies)"
+  docker build --quiet --force-rm --target build --build-arg "BASE_IMAGE=$base" \
+    -t yadml-app-build:cache "$ctx" >&2
   for target in server client; do
     say "docker build yadml-$target:local (base $base)"
     docker build --quiet --force-rm --target "$target" \
@@ -116,4 +120,6 @@ for target in "${targets[@]}"; do
     *) printf 'error: unknown image %s (app, postgres, proxy)\n' "$target" >&2; exit 2 ;;
   esac
 done
+# Images of earlier builds that no tag names any more (this kit's label only).
+docker image prune --force --filter label=org.yadml.deploy=1 >/dev/null
 docker image ls --filter 'reference=yadml-*:local' >&2
