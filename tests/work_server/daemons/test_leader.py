@@ -37,7 +37,8 @@ async def test_postgres_lock_has_one_holder_and_moves_when_it_dies(pg_url: str) 
             ended = await admin.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_locks "
-                    "WHERE locktype = 'advisory' AND granted"
+                    "WHERE locktype = 'advisory' AND granted AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"
                 )
             )
             assert ended.scalars().all() == [True]
