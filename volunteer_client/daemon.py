@@ -156,7 +156,7 @@ class Daemon:
         heartbeat_s: float = 30.0,
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 60.0,
-        min_poll_s: float = 1.0,
+        min_poll_s: float = 0.5,
         max_poll_s: float = 3600.0,
         poll_jitter: float = 0.1,
         download_attempts: int = 3,

@@ -243,7 +243,7 @@ async def test_retry_after_and_poll_hint_are_honoured(
     await asyncio.wait_for(daemon.run_forever(stop), timeout=10)
     assert sleep.delays == [7.0, 42.0]
     assert len(fake_server.work_requests) == 2
-    assert daemon.poll_delay(0.0) == 1.0  # clamped to min_poll_s
+    assert daemon.poll_delay(0.0) == 0.5  # clamped to min_poll_s
     assert daemon.poll_delay(1e9) == 3600.0
 
 
