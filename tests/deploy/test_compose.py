@@ -90,6 +90,7 @@ def test_settings_come_from_the_environment() -> None:
             "YADML_PROXY_IP": "172.30.98.10",
             "YADML_BACKEND_SUBNET": "172.30.98.0/24",
             "YADML_BACKEND_RANGE": "172.30.98.128/25",
+            "YADML_VOLUNTEER_SUBNET": "172.30.97.0/24",
         }
     )
     services = config["services"]
@@ -103,6 +104,7 @@ def test_settings_come_from_the_environment() -> None:
     assert proxy_ip == "172.30.98.10"
     assert services["server"]["environment"]["YADML_TRUSTED_PROXY"] == proxy_ip
     assert config["networks"]["backend"]["ipam"]["config"][0]["subnet"] == "172.30.98.0/24"
+    assert config["networks"]["volunteers"]["ipam"]["config"][0]["subnet"] == "172.30.97.0/24"
 
 
 def test_every_service_is_locked_down(config: Any) -> None:

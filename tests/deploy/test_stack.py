@@ -44,8 +44,8 @@ def _free_port() -> int:
     return port
 
 
-def _free_subnet() -> ipaddress.IPv4Network:
-    """A /24 in 172.30.100-199.0 that no Docker network on this host overlaps."""
+def _free_subnets(count: int) -> list[ipaddress.IPv4Network]:
+    """``count`` /24s in 172.30.100-199.0 that no Docker network on this host overlaps."""
     ids = subprocess.run(
         ["docker", "network", "ls", "-q"], capture_output=True, text=True, check=True
     ).stdout.split()
@@ -59,10 +59,13 @@ def _free_subnet() -> ipaddress.IPv4Network:
         ).stdout
         for line in out.splitlines():
             used += [ipaddress.ip_network(c["Subnet"]) for c in json.loads(line) or [] if c]
-    for third in range(100 + os.getpid() % 100, 200):
+    free: list[ipaddress.IPv4Network] = []
+    for third in range(100 + os.getpid() % 90, 200):
         net = ipaddress.IPv4Network(f"172.30.{third}.0/24")
         if not any(net.overlaps(u) for u in used if u.version == 4):
-            return net
+            free.append(net)
+        if len(free) == count:
+            return free
     raise AssertionError("no free 172.30.x.0/24 for the test stack")
 
 
@@ -83,7 +86,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], str, str]]:
     password.write_text(secrets.token_urlsafe(24) + "\n")
     password.chmod(0o644)  # a bind mount: the containers' own users read it
     (tmp_path / "tls").mkdir()
-    net = _free_subnet()
+    net, volunteers = _free_subnets(2)
     token = secrets.token_urlsafe(32)
     http_port = _free_port()
     env = {
@@ -96,6 +99,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], str, str]]:
         "YADML_BACKEND_SUBNET": str(net),
         "YADML_BACKEND_RANGE": f"{net.network_address + 128}/25",
         "YADML_PROXY_IP": str(net.network_address + 10),
+        "YADML_VOLUNTEER_SUBNET": str(volunteers),
         "YADML_SERVE_ARGS": "--interval-transitioner 0.5 --interval-validator 0.5 "
         "--interval-aggregator 0.5 --retry-after 0.5",
     }
