@@ -59,12 +59,17 @@ class PostgresLeadership:
         self._key = key
         self._timeout_s = timeout_s
         self._conn: AsyncConnection | None = None
+        self._mutex = asyncio.Lock()  # one statement at a time on the lock's connection
 
     @property
     def held(self) -> bool:
         return self._conn is not None
 
     async def try_acquire(self) -> bool:
+        async with self._mutex:
+            return await self._try_acquire_bounded()
+
+    async def _try_acquire_bounded(self) -> bool:
         try:
             return await asyncio.wait_for(self._try_acquire(), self._timeout_s)
         except Exception as exc:
@@ -106,6 +111,10 @@ class PostgresLeadership:
             log.debug("daemon lock: closing a broken connection failed", exc_info=True)
 
     async def release(self) -> None:
+        async with self._mutex:
+            await self._release()
+
+    async def _release(self) -> None:
         conn = self._conn
         if conn is None:
             return

@@ -192,8 +192,9 @@ class DaemonScheduler:
 
     async def run_now(self, name: str) -> int:
         """One run of daemon ``name`` (what each scheduled job does); nothing unless this
-        process leads."""
-        if not self._leader:
+        process leads, checked again right before the run (a lost lock stops the daemons
+        at once, not at the next ``leader_retry_s`` beat)."""
+        if not self._leader or not await self.check_leadership():
             return 0
         task = asyncio.current_task()
         if task is not None:
