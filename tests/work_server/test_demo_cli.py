@@ -180,3 +180,11 @@ def test_log_tail(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert demo.log_tail(log, 3) == "line 97\nline 98\nline 99"
     assert "cannot read" in demo.log_tail(tmp_path / "missing.log")
+
+
+def test_update_encoding_option_reaches_the_job_spec() -> None:
+    assert demo.build_job_spec(demo.parse_args([])).update_encoding == "fp32"
+    opts = demo.parse_args(["--update-encoding", "int8"])
+    assert demo.build_job_spec(opts).update_encoding == "int8"
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--update-encoding", "int4"])

@@ -30,6 +30,7 @@ from work_server.demo.options import (
     MERGE_METHODS,
     POLL_INTERVAL_S,
     SPLIT_METHODS,
+    UPDATE_ENCODINGS,
     DemoError,
     DemoOptions,
     Terminated,
@@ -161,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.screen_norm_ratio,
         help="screen out updates whose norm exceeds this times the round's median",
     )
+    p.add_argument(
+        "--update-encoding",
+        choices=UPDATE_ENCODINGS,
+        default=d.update_encoding,
+        help="upload results as fp32 weights, or fp16 / int8 deltas (2x / 4x smaller)",
+    )
     return p
 
 
@@ -189,6 +196,7 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
         delay_bound_s=ns.delay_bound_s,
         adaptive=ns.adaptive,
         screen_norm_ratio=ns.screen_norm_ratio,
+        update_encoding=ns.update_encoding,
     )
     try:
         build_job_spec(opts)

@@ -30,6 +30,7 @@ def _literal_choices(model: type[pydantic.BaseModel], name: str) -> tuple[str, .
 DATASETS = tuple(d for d in _literal_choices(JobSpec, "dataset") if d != "upload")
 SPLIT_METHODS = _literal_choices(SplitSpec, "method")
 MERGE_METHODS = _literal_choices(MergeSpec, "method")
+UPDATE_ENCODINGS = _literal_choices(JobSpec, "update_encoding")
 EXECUTORS: tuple[str, ...] = tuple(RUNTIMES)
 
 
@@ -75,6 +76,8 @@ class DemoOptions:
     cold: bool = False
     #: train on a seeded random subset of this many images (JobSpec.train_subset); None: all
     train_subset: int | None = None
+    #: how volunteers upload results (JobSpec.update_encoding): fp32, fp16 or int8 deltas
+    update_encoding: str = "fp32"
 
 
 def attack_plan(opts: DemoOptions) -> tuple[str, list[int]]:
@@ -104,6 +107,7 @@ def build_job_spec(opts: DemoOptions) -> JobSpec:
             "runtimes": [opts.executor],
             "replication": replication(opts),
             "train_subset": opts.train_subset,
+            "update_encoding": opts.update_encoding,
         }
     )
 
