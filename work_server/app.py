@@ -15,6 +15,7 @@ from work_server.config import ServerConfig
 from work_server.db.engine import create_schema, make_engine, make_sessionmaker
 from work_server.metrics import ServerMetrics
 from work_server.ratelimit import RateLimiter
+from work_server.services.pacing import PollPacer
 from work_server.services.uploads import WeightsSpecCache
 from work_server.signing import ProjectSigner, UploadGrants
 from work_server.web import setup_web
@@ -81,6 +82,12 @@ def setup_security(app: web.Application) -> None:
         "work_ip": RateLimiter("work", config.rate_work_per_ip),
         "work_host": RateLimiter("work", config.rate_work_per_host),
     }
+    app[keys.POLL_PACER] = PollPacer(
+        base_s=config.retry_after_s,
+        max_s=max(config.retry_after_s, config.max_retry_after_s),
+        idle_polls_per_s=config.idle_polls_per_s,
+        active_window_s=config.host_active_window_s,
+    )
 
 
 def setup_metrics(app: web.Application) -> None:

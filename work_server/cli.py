@@ -69,7 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--fashion-dir", type=Path, default=None, help="Fashion-MNIST directory")
     serve.add_argument("--max-running-jobs", type=int, default=1)
     serve.add_argument(
-        "--retry-after", type=float, default=5.0, help="seconds a host without work is told to wait"
+        "--retry-after",
+        type=float,
+        default=5.0,
+        help="seconds a host without work is told to wait, at least (see --idle-polls-per-s)",
+    )
+    serve.add_argument(
+        "--idle-polls-per-s",
+        type=float,
+        default=100.0,
+        help="budget for all hosts' idle polls: the wait grows with the active hosts",
+    )
+    serve.add_argument(
+        "--max-retry-after", type=float, default=600.0, help="the longest wait a host is told"
     )
     defaults = DaemonIntervals()
     for name in ("transitioner", "validator", "aggregator", "file_deleter"):
@@ -168,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         fashion_dir=args.fashion_dir,
         max_running_jobs=args.max_running_jobs,
         retry_after_s=args.retry_after,
+        idle_polls_per_s=args.idle_polls_per_s,
+        max_retry_after_s=args.max_retry_after,
         run_daemons=not args.no_daemons,
         worker_image=args.worker_image,
         vm_image=args.vm_image,

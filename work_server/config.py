@@ -33,7 +33,11 @@ class ServerConfig:
     max_running_jobs: int = 1
     intervals: DaemonIntervals = field(default_factory=DaemonIntervals)
     run_daemons: bool = True  # tests may drive run_once() by hand instead
-    retry_after_s: float = 2.0  # told to clients when there is no work
+    retry_after_s: float = 2.0  # told to clients when there is no work (the minimum)
+    #: idle polls the whole fleet may send per second: retry_after_s grows with the number
+    #: of active hosts to keep within it (``work_server.services.pacing``), up to max_retry_after_s
+    idle_polls_per_s: float = 100.0
+    max_retry_after_s: float = 600.0
     max_request_bytes: int = 64 * 1024 * 1024
     host_active_window_s: float = 3600.0
     blob_grace_s: float = 3600.0  # the file deleter keeps unreferenced blobs this long

@@ -12,6 +12,7 @@ from work_server.blobs import BlobStore
 from work_server.config import ServerConfig
 from work_server.metrics import ServerMetrics
 from work_server.ratelimit import RateLimiter
+from work_server.services.pacing import PollPacer
 from work_server.services.uploads import WeightsSpecCache
 from work_server.signing import ProjectSigner, UploadGrants
 
@@ -32,3 +33,4 @@ SIGNER = web.AppKey("signer", ProjectSigner)
 UPLOAD_GRANTS = web.AppKey("upload_grants", UploadGrants)
 #: "register_ip", "work_ip", "work_host"
 RATE_LIMITS = web.AppKey("rate_limits", dict[str, RateLimiter])
+POLL_PACER = web.AppKey("poll_pacer", PollPacer)

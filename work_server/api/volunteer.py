@@ -88,6 +88,7 @@ async def request_work(request: web.Request) -> web.Response:
         claimed = await dispatch.claim_work(
             session, host, max_units=body.max_units, runtimes=body.runtimes, now=now
         )
+        retry_after = 0.0 if claimed else await request.app[keys.POLL_PACER].interval(session, now)
     blobs = request.app[keys.BLOBS]
     signer = request.app[keys.SIGNER]
     grants = request.app[keys.UPLOAD_GRANTS]
@@ -128,9 +129,7 @@ async def request_work(request: web.Request) -> web.Response:
         )
         units.append(signer.sign(assignment))
     request.app[keys.METRICS].dispatched.inc(len(units))
-    return json_response(
-        WorkResponse(units=units, retry_after_s=0.0 if units else config.retry_after_s)
-    )
+    return json_response(WorkResponse(units=units, retry_after_s=retry_after))
 
 
 @routes.get(f"{API_PREFIX}/blobs/{{sha256}}")
