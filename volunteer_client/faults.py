@@ -145,20 +145,32 @@ def _rewrite_output(
     import safetensors.torch
     import torch
 
+    from yadml_common.encoding import decode_update
+
     from .attacks import apply_update_attack, garbage_like
+    from .trainer import encode_output
 
     with safetensors.safe_open(str(request.output_path), framework="pt") as f:
         metadata = f.metadata()
     after = safetensors.torch.load_file(str(request.output_path))
+    before = safetensors.torch.load_file(str(request.weights_path))
+    encoding = request.task.update_encoding
+    if encoding != "fp32":  # attack the weights the update stands for, then encode again
+        decoded = decode_update(
+            {k: v.numpy() for k, v in after.items()},
+            {k: v.numpy() for k, v in before.items()},
+            encoding,
+        )
+        after = {k: torch.from_numpy(v) for k, v in decoded.items()}
     generator = torch.Generator().manual_seed(seed)
     if garbage:
         new = garbage_like(after, generator)
     else:
         assert attack is not None
-        before = safetensors.torch.load_file(str(request.weights_path))
         new = apply_update_attack(
             attack.name, before, after, param=attack.param, generator=generator
         )
+    new = encode_output(new, before, encoding)
     tmp = request.output_path.with_name(f".{request.output_path.name}.attack.tmp")
     safetensors.torch.save_file(dict(sorted(new.items())), str(tmp), metadata=metadata)
     tmp.replace(request.output_path)
