@@ -9,7 +9,7 @@ distinct (one parameter differs), so the content-addressed store writes each one
 The same client then PUTs the same bodies to a bare aiohttp handler that reads and discards
 them: the HTTP stack's limit on this machine. The figure is the ratio.
 
-    .venv/bin/python bench/upload_throughput.py [--uploads-1mb 120 --uploads-8mb 24]
+    .venv/bin/python bench/upload_throughput.py [--uploads-1mb 200 --uploads-8mb 40]
 
 Writes ``bench/results/upload_throughput.json``.
 """
@@ -262,8 +262,8 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--uploads-1mb", type=int, default=120)
-    p.add_argument("--uploads-8mb", type=int, default=24)
+    p.add_argument("--uploads-1mb", type=int, default=200)
+    p.add_argument("--uploads-8mb", type=int, default=40)
     p.add_argument("--concurrency", type=int, default=4, help="uploads in flight")
     p.add_argument("--rounds", type=int, default=4, help="alternations yadml/bare per size")
     p.add_argument("--profile", type=Path, default=None, help="run the server under cProfile")
