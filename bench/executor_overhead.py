@@ -262,13 +262,19 @@ async def bench(samples: int, units: int, image: str) -> dict[str, Any]:
         root = Path(tmp)
         shard, weights = make_inputs(root, samples)
         process = ProcessExecutor()
+        # the default of `yadml-client run`: one long-lived trainer process per client
+        process_warm = ProcessExecutor(warm=True, spool_dir=root / "pspool")
         cold = DockerExecutor(image=image, client_id="bench-cold")
         warm = DockerExecutor(
             image=image, client_id="bench-warm", warm=True, spool_dir=root / "spool"
         )
-        for name in ("process", "docker", "docker_warm_first", "docker_warm"):
+        names = ("process", "process_warm_first", "process_warm")
+        for name in (*names, "docker", "docker_warm_first", "docker_warm"):
             results[name] = []
         try:
+            results["process_warm_first"].append(
+                await run_unit(process_warm, root, shard, weights, "pwarm-first")
+            )
             # the first warm unit also starts the container; the others find it running
             results["docker_warm_first"].append(
                 await run_unit(warm, root, shard, weights, "warm-first")
@@ -277,6 +283,7 @@ async def bench(samples: int, units: int, image: str) -> dict[str, Any]:
             for i in range(units):
                 for name, executor in (
                     ("process", process),
+                    ("process_warm", process_warm),
                     ("docker", cold),
                     ("docker_warm", warm),
                 ):
@@ -285,6 +292,7 @@ async def bench(samples: int, units: int, image: str) -> dict[str, Any]:
                     )
         finally:
             await warm.aclose()
+            await process_warm.aclose()
     return results
 
 
