@@ -41,9 +41,12 @@ async def test_migrations_make_exactly_the_models_schema(engine: AsyncEngine) ->
     assert await migrate.upgrade(engine) == migrate.head_revision()  # idempotent
 
 
+#: cases only PostgreSQL has: several processes (one SQLite database has one server process)
+POSTGRES_ONLY = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+
+
+@POSTGRES_ONLY
 async def test_concurrent_upgrades_migrate_once(db_url: str) -> None:
-    if db_url.startswith("sqlite"):
-        pytest.skip("one SQLite database has one server process")
     engines = [make_engine(db_url) for _ in range(4)]
     try:
         revisions = await asyncio.gather(*(migrate.upgrade(e) for e in engines))
@@ -175,9 +178,8 @@ def test_the_directory_store_is_a_blob_storage(tmp_path: Path) -> None:
     assert store.delete(sha) and not store.exists(sha) and not store.delete(sha)
 
 
-async def test_claims_skip_rows_another_claim_holds(store: Sim, db_url: str) -> None:
-    if db_url.startswith("sqlite"):
-        pytest.skip("SQLite has one writer: a claim in progress holds the whole database")
+@POSTGRES_ONLY  # SQLite has one writer: a claim in progress holds the whole database
+async def test_claims_skip_rows_another_claim_holds(store: Sim) -> None:
     await store.start(make_spec(shards=8, rounds=1))
     await store.transition(T0 + 1)
     first, second = await _hosts(store, 2)
