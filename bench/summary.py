@@ -82,15 +82,125 @@ def _scale(d: dict[str, Any]) -> list[Row]:
             last["hosts"] >= 100_000,
         )
     ]
-    for key in ("units_per_day", "sustainable_units_per_day"):
-        if key in last:
-            rows.append(("units/day the scheduling logic sustains", f"{last[key]:,.0f}", "", None))
+    found = _find(last, "units_per_day_sustained")
+    if found is not None:
+        rows.append(("units/day the scheduling logic sustains (1 CPU)", f"{found:,.0f}", "", None))
+    sat = _find(last, "saturating_hosts")
+    if sat is not None:
+        rows.append(("hosts that saturate one process, 2 s polls", f"{sat:,.0f}", "", None))
     return rows
+
+
+def _find(d: Any, key: str) -> Any:
+    """The first value of ``key`` anywhere in nested dicts/lists (None if absent)."""
+    if isinstance(d, dict):
+        if key in d:
+            return d[key]
+        items: list[Any] = list(d.values())
+    elif isinstance(d, list):
+        items = d
+    else:
+        return None
+    for v in items:
+        found = _find(v, key)
+        if found is not None:
+            return found
+    return None
+
+
+def _update_size(d: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for enc in ("fp16", "int8"):
+        e = d["summary"].get(enc)
+        if e is None:
+            continue
+        rows.append(
+            (
+                f"{enc}: upload smaller by, accuracy change (worst)",
+                f"{e['up_ratio_vs_fp32']:.2f}x, {e['accuracy_delta_pt_worst']:+.2f} pt",
+                ">= 2x at <= 0.1 pt loss",
+                bool(e["meets_target"]),
+            )
+        )
+    return rows
+
+
+def _executors(d: dict[str, Any]) -> list[Row]:
+    s = d["summary_median"]
+    rows: list[Row] = []
+    for name, label in (
+        ("process", "process (cold) fixed cost"),
+        ("process_warm", "process (warm) fixed cost"),
+        ("docker", "docker (cold) fixed cost"),
+        ("docker_warm", "docker (warm) fixed cost"),
+    ):
+        if name in s:
+            r = s[name]
+            rows.append((label, f"{r['fixed_s']:.2f} s ({100 * r['fixed_share']:.1f}%)", "", None))
+    vm = d.get("vm")
+    if vm:
+        ready = vm["summary_median"]["ready_s"]
+        mb = vm["sizes_mb"]
+        rows.append(
+            (
+                f"vm ({vm['accel']}) boot to trainer",
+                f"{ready:.1f} s",
+                f"vs {vm['reference']['start_s']:.0f} s (VirtualBox, origin)",
+                ready < vm["reference"]["start_s"],
+            )
+        )
+        rows.append(
+            (
+                "vm image download / on disk",
+                f"{mb['download_qcow2_gzip']:.0f} / {mb['qcow2']:.0f} MB",
+                f"vs {vm['reference']['download_gb']:.0f} GB",
+                mb["download_qcow2_gzip"] < 1000 * vm["reference"]["download_gb"],
+            )
+        )
+    return rows
+
+
+def _time_to_accuracy(d: dict[str, Any]) -> list[Row]:
+    c = d["centralized"]
+    rows: list[Row] = [
+        (
+            f"centralized to {d['target']:.0%}",
+            f"{c['wall_s']:.0f} s ({c['epochs_to_target']} epochs)",
+            "",
+            None,
+        )
+    ]
+    for s in d["systems"]:
+        rows.append(
+            (
+                f"system ({s['executor']}), ratio",
+                f"{s['wall_s']:.0f} s ({s['rounds_to_target']} rounds), {s['ratio']:.2f}x",
+                f"<= {d['target_ratio']}x",
+                bool(s["reached"]) and s["ratio"] <= d["target_ratio"],
+            )
+        )
+    return rows
+
+
+def _dispatch_scaling(d: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            f"{r['database']}, {r['processes']} process(es)",
+            f"{r['results_per_s']:.0f} results/s",
+            "",
+            None,
+        )
+        for r in d["runs"]
+    ]
 
 
 HEADLINES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "dispatch": _dispatch,
     "upload": _upload,
     "aggregation": _aggregation,
+    "update_size": _update_size,
+    "executor_overhead": _executors,
+    "time_to_accuracy": _time_to_accuracy,
     "scale_sim": _scale,
+    "dispatch_scaling": _dispatch_scaling,
 }
