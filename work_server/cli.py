@@ -8,6 +8,7 @@ import os
 import re
 import ssl
 import sys
+import tempfile
 from pathlib import Path
 
 from aiohttp import web
@@ -33,8 +34,8 @@ def _operator_token(state_dir: Path) -> tuple[str, bool]:
     state_dir.mkdir(parents=True, exist_ok=True)
     # written whole under a temporary name, then linked into place: server processes that
     # start at once on a shared state directory all end up with the first one's token
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd, tmpname = tempfile.mkstemp(dir=state_dir, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmpname)  # unique per call (mode 0600), even for threads of one process
     try:
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
