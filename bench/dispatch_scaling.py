@@ -198,7 +198,9 @@ def measure(url: str, n: int, args: argparse.Namespace, tmp: Path, tag: str) -> 
         for u, p in zip(urls, procs, strict=True):
             wait_healthy(u, p)
         tokens = [
-            httpx.post(f"{urls[i % n]}/api/v1/hosts", json={"name": f"sim{i}"}).json()["host_token"]
+            httpx.post(f"{urls[i % n]}/api/v1/hosts", json={"name": f"sim{i}", "cpus": 64}).json()[
+                "host_token"
+            ]
             for i in range(args.hosts)
         ]
         tok = tmp / tag / "tokens.json"

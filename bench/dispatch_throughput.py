@@ -332,8 +332,11 @@ def main() -> int:
         )
         try:
             wait_healthy(url, server)
+            # cpus=64: a daily quota of 3,200 units per host, so quotas never end the run
             tokens = [
-                httpx.post(f"{url}/api/v1/hosts", json={"name": f"sim{i}"}).json()["host_token"]
+                httpx.post(f"{url}/api/v1/hosts", json={"name": f"sim{i}", "cpus": 64}).json()[
+                    "host_token"
+                ]
                 for i in range(args.hosts)
             ]
             console.print(f"yadml server: {args.hosts} hosts, {args.units} units seeded ...")

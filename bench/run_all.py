@@ -65,12 +65,17 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--only", default="", help="comma-separated benchmark names")
     p.add_argument("--skip", default="", help="comma-separated benchmark names")
+    p.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="run nothing: rebuild the summary from the JSON files (after re-running one script)",
+    )
     args = p.parse_args()
 
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=max(Console().width, 120))
     only = {n for n in args.only.split(",") if n}
     skip = {n for n in args.skip.split(",") if n}
     chosen = [
@@ -78,10 +83,15 @@ def main() -> int:
     ]
     runs: dict[str, dict[str, Any]] = {}
     start = time.monotonic()
-    for i, bench in enumerate(chosen, 1):
+    previous = RESULTS / "summary.json"
+    if args.summary_only and previous.is_file():
+        runs = json.loads(previous.read_text())["runs"]
+    for i, bench in enumerate([] if args.summary_only else chosen, 1):
         console.rule(f"[bold]{i}/{len(chosen)} {bench.name}[/] ({' '.join(bench.argv[1:])})")
         t0 = time.monotonic()
-        rc = subprocess.run(bench.argv, cwd=ROOT, check=False).returncode
+        # wide enough for every table when the output goes to a log rather than a terminal
+        env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "160")}
+        rc = subprocess.run(bench.argv, cwd=ROOT, env=env, check=False).returncode
         runs[bench.name] = {
             "rc": rc,
             "wall_s": round(time.monotonic() - t0, 1),
@@ -90,6 +100,8 @@ def main() -> int:
         if rc != 0:
             console.print(f"[red]{bench.name} failed (exit {rc})[/] {bench.needs}")
     total = time.monotonic() - start
+    if args.summary_only:
+        total = sum(r["wall_s"] for r in runs.values())
 
     table = Table(title=f"YADML benchmarks: {os.cpu_count()} cores, {platform.machine()}")
     for c in ("benchmark", "figure", "value", "target", "met", "run s"):
