@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.blobs import BlobStore
 from work_server.daemons import TRANSIENT_ERRORS, record_run, release_connection
+from work_server.daemons.job_report import write_job_report
 from work_server.db.models import (
     Host,
     Job,
@@ -58,7 +58,6 @@ from work_server.merge import Update, get_policy, screen_updates
 from work_server.ml.evaluate import Evaluation, evaluate
 from work_server.ml.shards import decode_shard, decode_weights, encode_weights
 from work_server.ml.updates import Weights, decode_result
-from work_server.report import write_report
 from work_server.rounds import (
     INFO_CONFUSION,
     INFO_NUM_CLASSES,
@@ -69,23 +68,12 @@ from work_server.rounds import (
     start_job,
 )
 from work_server.services import trust
-from yadml_common.wire import JobSpec, RoundMetrics, UpdateEncoding
+from yadml_common.wire import JobSpec, UpdateEncoding
 
 NAME = "aggregator"
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "report.json"
 _ERROR_OUTCOMES = (Outcome.client_error, Outcome.validate_error)
-#: the evaluation metrics of a round (RoundMetrics without round/counts/duration)
-METRIC_KEYS = (
-    "accuracy",
-    "loss",
-    "precision_macro",
-    "recall_macro",
-    "f1_macro",
-    "roc_auc_macro",
-    "average_precision_macro",
-)
 
 
 @dataclass(frozen=True)
@@ -125,7 +113,7 @@ async def run_once(
         job_id = await _maybe_close_round(session, round_id, now, blobs=blobs)
         if job_id is not None:
             handled += 1
-            problem = await _write_report(session, job_id, now, runs_dir=runs_dir)
+            problem = await write_job_report(session, job_id, now, runs_dir=runs_dir)
             if problem:
                 problems.append(problem)
     await _complete_finished_jobs(session, now, runs_dir=runs_dir)  # part of closing a round
@@ -472,7 +460,7 @@ async def _complete_finished_jobs(session: AsyncSession, now: float, *, runs_dir
         ).one()
         if running or last_done is None or last_done < spec.rounds or job.id is None:
             continue
-        await _write_report(
+        await write_job_report(
             session,
             job.id,
             now,
@@ -531,90 +519,3 @@ async def _mark_screened(session: AsyncSession, screened: list[tuple[int, str]])
             if was_valid:
                 await trust.unrecord_valid(session, host_id, runtime)
             await trust.record_invalid(session, host_id, runtime)
-
-
-# ----------------------------------------------------------------------------- report
-
-
-async def build_report(
-    session: AsyncSession, job_id: int, now: float, override: dict[str, Any] | None = None
-) -> dict[str, Any] | None:
-    """The report dict of a job from the database (None when no round is done yet);
-    ``override`` replaces job fields (state, finished_at) about to be committed."""
-    job = await session.get(Job, job_id, populate_existing=True)
-    if job is None:
-        return None
-    rounds = (
-        await session.exec(
-            select(Round)
-            .where(col(Round.job_id) == job_id, col(Round.state) == RoundState.done)
-            .order_by(col(Round.number))
-            .execution_options(populate_existing=True)
-        )
-    ).all()
-    if not rounds:
-        return None
-    spec = JobSpec.model_validate(job.spec)
-    metrics: list[dict[str, Any]] = []
-    for r in rounds:
-        m = dict(r.metrics or {})
-        metrics.append(
-            RoundMetrics(
-                round=r.number,
-                **{k: float(m[k]) for k in METRIC_KEYS},
-                results_success=r.results_success,
-                results_error=r.results_error,
-                results_no_reply=r.results_no_reply,
-                duration_s=(r.closed_at or now) - r.started_at,
-            ).model_dump()
-        )
-    last = metrics[-1]
-    final = {"round": last["round"], **{k: last[k] for k in METRIC_KEYS}}
-    started = job.started_at if job.started_at is not None else job.created_at
-    state = (override or {}).get("state", job.state)
-    finished_at = (override or {}).get("finished_at", job.finished_at)
-    return {
-        "job_id": job_id,
-        "dataset": spec.dataset,
-        "model": spec.model,
-        "config": spec.model_dump(mode="json"),
-        "state": state,
-        "rounds": metrics,
-        "final": final,
-        "confusion_matrix": (job.info or {}).get(INFO_CONFUSION),
-        "wall_s": (finished_at or now) - started,
-        "model_sha256": job.model_sha256,
-    }
-
-
-async def _write_report(
-    session: AsyncSession,
-    job_id: int,
-    now: float,
-    *,
-    runs_dir: Path,
-    override: dict[str, Any] | None = None,
-) -> str | None:
-    """Rewrite a job's report; returns a problem description instead of raising (the round
-    is already closed and committed; the next round's report will try again)."""
-    report = await build_report(session, job_id, now, override)
-    if report is None:
-        return None
-    run_dir = runs_dir / str(job_id)
-    await release_connection(session)
-    try:
-        t0 = time.perf_counter()
-        await asyncio.to_thread(write_report, run_dir, report)
-        log.debug("report of job %s written in %.2fs", job_id, time.perf_counter() - t0)
-    except Exception as exc:
-        log.exception("writing the report of job %s failed", job_id)
-        return f"report of job {job_id}: {exc}"
-    path = str(run_dir / REPORT_FILE)
-    await session.exec(
-        update(Job)
-        .where(col(Job.id) == job_id)
-        .values(report_path=path)
-        .execution_options(synchronize_session=False)
-    )
-    await session.commit()
-    return None

@@ -16,7 +16,7 @@ Metrics (all macro averages are unweighted means over classes):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from sklearn.metrics import (
 
 from yadml_common.nn import build_model, normalize_images
 
-__all__ = ["Evaluation", "evaluate", "predict_log_proba"]
+__all__ = ["METRIC_KEYS", "Evaluation", "evaluate", "predict_log_proba"]
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,17 @@ class Evaluation:
     average_precision_macro: float
     confusion_matrix: list[list[int]]
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self) -> dict[str, float]:  # keys: METRIC_KEYS
         """Every metric but the confusion matrix."""
         out = asdict(self)
         del out["confusion_matrix"]
         return {k: float(v) for k, v in out.items()}
+
+
+#: the scalar metrics of an evaluation (a round's ``metrics`` column, ``RoundMetrics``)
+METRIC_KEYS: tuple[str, ...] = tuple(
+    f.name for f in fields(Evaluation) if f.name != "confusion_matrix"
+)
 
 
 def predict_log_proba(

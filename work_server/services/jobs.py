@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.db.models import Job, JobState, Round, UploadedDataset
 from work_server.errors import Conflict, NotFound, Unprocessable
+from work_server.ml.evaluate import METRIC_KEYS
 from yadml_common.wire import JobSpec, JobStatus, RoundMetrics
 
 ACTIVE_JOB_STATES = (JobState.pending, JobState.running)
@@ -74,7 +75,7 @@ async def job_status(session: AsyncSession, job: Job) -> JobStatus:
             results_error=r.results_error,
             results_no_reply=r.results_no_reply,
             duration_s=(r.closed_at or r.started_at) - r.started_at,
-            **{k: float(v) for k, v in (r.metrics or {}).items() if k in _METRIC_KEYS},
+            **{k: float(v) for k, v in (r.metrics or {}).items() if k in METRIC_KEYS},
         )
         for r in rounds
     ]
@@ -94,15 +95,6 @@ async def job_status(session: AsyncSession, job: Job) -> JobStatus:
     )
 
 
-_METRIC_KEYS = {
-    "accuracy",
-    "loss",
-    "precision_macro",
-    "recall_macro",
-    "f1_macro",
-    "roc_auc_macro",
-    "average_precision_macro",
-}
 
 
 async def list_jobs(session: AsyncSession, limit: int = 100) -> list[Job]:
