@@ -130,8 +130,13 @@ def test_operator_trains_from_the_browser(tmp_path: Path) -> None:
             page.evaluate("window.__sameDocument = 42")
             for c in clients:
                 c.start()
-            expect(page.locator("#round-progress")).to_have_attribute("value", "1", timeout=240_000)
-            expect(page.locator("#dash-accuracy-chart")).to_have_attribute("data-points", "1")
+            # a round or two may close between two polls (warm trainers make rounds short):
+            # what counts is that the page moves on without a reload
+            done = re.compile(r"^[12]$")
+            expect(page.locator("#round-progress")).to_have_attribute(
+                "value", done, timeout=240_000
+            )
+            expect(page.locator("#dash-accuracy-chart")).to_have_attribute("data-points", done)
             expect(page.locator("#job-state")).to_have_text("completed", timeout=240_000)
             expect(page.locator("#round-counter")).to_contain_text("Round 2 of 2")
             expect(page.locator("#dash-accuracy-chart")).to_have_attribute("data-points", "2")
