@@ -41,6 +41,7 @@ from dispatch_throughput import (  # noqa: E402
     OPERATOR,
     free_port,
     host_loop,
+    seed_rows,
     tiny_weights,
     wait_healthy,
 )
@@ -54,57 +55,16 @@ RATES += ["--rate-register", "1000/1000"]
 
 
 async def seed(url: str, blobs_dir: Path, units: int) -> None:
-    """Schema by the migrations, then the same rows as ``dispatch_throughput.seed_database``."""
-    import numpy as np
-
-    from work_server.blobs import BlobStore
+    """Schema by the migrations, then ``dispatch_throughput.seed_rows``."""
     from work_server.db.engine import create_schema, make_engine, make_sessionmaker
-    from work_server.db.models import Blob, Job, Result, Round, WorkUnit
-    from work_server.ml.shards import encode_shard
 
-    blobs = BlobStore(blobs_dir)
-    shard = encode_shard(np.zeros((8, 28, 28), np.uint8), np.arange(8, dtype=np.int64) % 10)
-    weights = tiny_weights(report=False)
-    shard_sha, weights_sha = blobs.put(shard), blobs.put(weights)
-    now = time.time()
     engine = make_engine(url)
     try:
         await create_schema(engine)
         async with make_sessionmaker(engine)() as s:
-            s.add(Blob(sha256=shard_sha, size=len(shard), kind="shard", created_at=now))
-            s.add(Blob(sha256=weights_sha, size=len(weights), kind="weights", created_at=now))
-            s.add(Job(id=1, state="running", spec={"dataset": "digits"}, created_at=now))
-            await s.flush()
-            s.add(
-                Round(
-                    id=1,
-                    job_id=1,
-                    number=1,
-                    weights_sha256=weights_sha,
-                    started_at=now,
-                    deadline=now + 86400,
-                )
-            )
-            await s.flush()
-            s.add_all(
-                WorkUnit(
-                    id=i + 1,
-                    job_id=1,
-                    round_id=1,
-                    shard_index=i,
-                    shard_sha256=shard_sha,
-                    weights_sha256=weights_sha,
-                    num_samples=8,
-                    task={"model": "lenet"},
-                    runtimes=["process"],
-                    delay_bound_s=3600,
-                    max_output_bytes=65536,
-                    created_at=now,
-                )
-                for i in range(units)
-            )
-            await s.flush()
-            s.add_all(Result(workunit_id=i + 1, created_at=now) for i in range(units))
+            for batch in seed_rows(blobs_dir, units):
+                s.add_all(batch)
+                await s.flush()
             await s.commit()
     finally:
         await engine.dispose()

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,72 +52,106 @@ def tiny_weights(report: bool) -> bytes:
     return save({"w": torch.zeros(16), "b": torch.ones(4)}, metadata=meta)
 
 
-def seed_database(state_dir: Path, units: int) -> None:
-    """A running job with ``units`` work units, each with one unsent result, tiny blobs."""
-    # create the schema through the real engine code
-    import asyncio as _asyncio
-
+def seed_rows(blobs_dir: Path, units: int) -> list[list[Any]]:
+    """The rows of a running job with ``units`` work units, each with one unsent result and
+    tiny blobs (written to ``blobs_dir``), in batches to add and flush in order (foreign keys)."""
     import numpy as np
 
     from work_server.blobs import BlobStore
-    from work_server.db.engine import create_schema, make_engine
+    from work_server.db.models import Blob, Job, Result, Round, WorkUnit
     from work_server.ml.shards import encode_shard
 
-    engine = make_engine(f"sqlite+aiosqlite:///{state_dir / 'yadml.db'}")
-    _asyncio.run(_create(engine, create_schema))
-    blobs = BlobStore(state_dir / "blobs")
+    blobs = BlobStore(blobs_dir)
     shard = encode_shard(np.zeros((8, 28, 28), np.uint8), np.arange(8, dtype=np.int64) % 10)
     weights = tiny_weights(report=False)
     shard_sha, weights_sha = blobs.put(shard), blobs.put(weights)
     now = time.time()
+    job = Job(
+        id=1,
+        state="running",
+        spec={"dataset": "digits"},
+        current_round=1,
+        created_at=now,
+        started_at=now,
+    )
+    round_ = Round(
+        id=1, job_id=1, number=1, weights_sha256=weights_sha, started_at=now, deadline=now + 86400
+    )
+    workunits = [
+        WorkUnit(
+            id=i + 1,
+            job_id=1,
+            round_id=1,
+            shard_index=i,
+            shard_sha256=shard_sha,
+            weights_sha256=weights_sha,
+            num_samples=8,
+            task={"model": "lenet"},
+            runtimes=["process"],
+            delay_bound_s=3600,
+            max_output_bytes=65536,
+            created_at=now,
+        )
+        for i in range(units)
+    ]
+    return [
+        [
+            Blob(sha256=shard_sha, size=len(shard), kind="shard", created_at=now),
+            Blob(sha256=weights_sha, size=len(weights), kind="weights", created_at=now),
+            job,
+        ],
+        [round_],
+        workunits,
+        [Result(workunit_id=i + 1, created_at=now) for i in range(units)],
+    ]
+
+
+def seed_database(state_dir: Path, units: int) -> None:
+    """``seed_rows`` into the server's SQLite database, its schema made by the real code."""
+    import asyncio as _asyncio
+
     from sqlmodel import Session, create_engine
 
-    from work_server.db.models import Blob, Job, Result, Round, WorkUnit
+    from work_server.db.engine import create_schema, make_engine
 
+    engine = make_engine(f"sqlite+aiosqlite:///{state_dir / 'yadml.db'}")
+    _asyncio.run(_create(engine, create_schema))
     sync = create_engine(f"sqlite:///{state_dir / 'yadml.db'}")
     with Session(sync) as session:
-        session.add(Blob(sha256=shard_sha, size=len(shard), kind="shard", created_at=now))
-        session.add(Blob(sha256=weights_sha, size=len(weights), kind="weights", created_at=now))
-        session.add(
-            Job(
-                id=1,
-                state="running",
-                spec={"dataset": "digits"},
-                current_round=1,
-                created_at=now,
-                started_at=now,
-            )
-        )
-        session.add(
-            Round(
-                id=1,
-                job_id=1,
-                number=1,
-                weights_sha256=weights_sha,
-                started_at=now,
-                deadline=now + 86400,
-            )
-        )
-        session.add_all(
-            WorkUnit(
-                id=i + 1,
-                job_id=1,
-                round_id=1,
-                shard_index=i,
-                shard_sha256=shard_sha,
-                weights_sha256=weights_sha,
-                num_samples=8,
-                task={"model": "lenet"},
-                runtimes=["process"],
-                delay_bound_s=3600,
-                max_output_bytes=65536,
-                created_at=now,
-            )
-            for i in range(units)
-        )
-        session.add_all(Result(workunit_id=i + 1, created_at=now) for i in range(units))
+        for batch in seed_rows(state_dir / "blobs", units):
+            session.add_all(batch)
+            session.flush()
         session.commit()
     sync.dispose()
+
+
+def start_server(
+    state: Path, tmp: Path, port: int, *, profile: Path | None = None, extra: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """``yadml-server serve`` on ``port`` without daemons (optionally under cProfile)."""
+    profile_args = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    return subprocess.Popen(
+        [
+            sys.executable,
+            *profile_args,
+            "-m",
+            "work_server",
+            "serve",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(state),
+            "--runs-dir",
+            str(tmp / "runs"),
+            "--no-daemons",
+            "--log-level",
+            "WARNING",
+            *extra,
+        ],
+        env={**os.environ, "YADML_OPERATOR_TOKEN": OPERATOR},
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp / "server.log").open("wb"),
+    )
 
 
 async def _create(engine: Any, create_schema: Any) -> None:
@@ -307,29 +342,7 @@ def main() -> int:
         seed_database(state, args.units)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "YADML_OPERATOR_TOKEN": OPERATOR}
-        profile_args = ["-m", "cProfile", "-o", str(args.profile)] if args.profile else []
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                *profile_args,
-                "-m",
-                "work_server",
-                "serve",
-                "--port",
-                str(port),
-                "--state-dir",
-                str(state),
-                "--runs-dir",
-                str(tmp / "runs"),
-                "--no-daemons",
-                "--log-level",
-                "WARNING",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=(tmp / "server.log").open("wb"),
-        )
+        server = start_server(state, tmp, port, profile=args.profile)
         try:
             wait_healthy(url, server)
             # cpus=64: a daily quota of 3,200 units per host, so quotas never end the run

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dispatch_throughput import _create, free_port, wait_healthy  # noqa: E402
+from dispatch_throughput import _create, free_port, start_server, wait_healthy  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 OPERATOR = "bench-operator"
@@ -289,28 +289,7 @@ def main() -> int:
         seed_database(state, counts)
         port, bport = free_port(), free_port()
         url, burl = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bport}"
-        profile_args = ["-m", "cProfile", "-o", str(args.profile)] if args.profile else []
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                *profile_args,
-                "-m",
-                "work_server",
-                "serve",
-                "--port",
-                str(port),
-                "--state-dir",
-                str(state),
-                "--runs-dir",
-                str(tmp / "runs"),
-                "--no-daemons",
-                "--log-level",
-                "WARNING",
-            ],
-            env={**os.environ, "YADML_OPERATOR_TOKEN": OPERATOR},
-            stdout=subprocess.DEVNULL,
-            stderr=(tmp / "server.log").open("wb"),
-        )
+        server = start_server(state, tmp, port, profile=args.profile)
         bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(bport)])
         try:
             wait_healthy(url, server)
