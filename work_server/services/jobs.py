@@ -95,8 +95,6 @@ async def job_status(session: AsyncSession, job: Job) -> JobStatus:
     )
 
 
-
-
 async def list_jobs(session: AsyncSession, limit: int = 100) -> list[Job]:
     return list((await session.exec(select(Job).order_by(col(Job.id).desc()).limit(limit))).all())
 
