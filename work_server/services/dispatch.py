@@ -33,6 +33,10 @@ from yadml_common.wire import Runtime
 _CANDIDATES_PER_UNIT = 32
 
 
+#: an unsent result, its work unit and its round's number
+_Candidate = tuple[Result, WorkUnit, int]
+
+
 @dataclass(frozen=True)
 class Claimed:
     result_id: int
@@ -72,10 +76,11 @@ async def claim_work(
     )
     # choose: distinct work units, a runtime each, within each runtime's quota left today
     left: dict[str, int] = {}
-    chosen: list[tuple[Result, WorkUnit, int, str]] = []
+    by_runtime: dict[str, list[_Candidate]] = {}
+    chosen = 0
     async with aclosing(_candidates(session, max_units)) as candidates:
         async for result, wu, round_number in candidates:
-            if len(chosen) >= max_units:
+            if chosen >= max_units:
                 break
             if wu.id in held_wus:
                 continue  # replicas of one work unit go to distinct hosts
@@ -93,20 +98,16 @@ async def claim_work(
             left[runtime] -= 1
             assert wu.id is not None
             held_wus.add(wu.id)
-            chosen.append((result, wu, round_number, runtime))
+            by_runtime.setdefault(runtime, []).append((result, wu, round_number))
+            chosen += 1
     claimed: list[Claimed] = []
-    by_runtime: dict[str, list[tuple[Result, WorkUnit, int, str]]] = {}
-    for item in chosen:
-        by_runtime.setdefault(item[3], []).append(item)
     for runtime, items in by_runtime.items():
         claimed += await _claim_batch(session, host, runtime, items, now=now, draw=draw)
     await session.commit()
     return claimed
 
 
-async def _candidates(
-    session: AsyncSession, max_units: int
-) -> AsyncGenerator[tuple[Result, WorkUnit, int]]:
+async def _candidates(session: AsyncSession, max_units: int) -> AsyncGenerator[_Candidate]:
     """Unsent results of running jobs, oldest work unit first (a reissued replica of an old
     unit goes before new units, as in BOINC), in small pages: most requests are served
     from the first page, and loading ORM rows nobody takes is the main cost here."""
@@ -144,27 +145,29 @@ async def _claim_batch(
     session: AsyncSession,
     host: Host,
     runtime: str,
-    items: list[tuple[Result, WorkUnit, int, str]],
+    items: list[_Candidate],
     *,
     now: float,
     draw: Callable[[], float],
 ) -> list[Claimed]:
     """Claim ``items`` for ``host`` in a few statements: quota for all of them at once, one
     conditional UPDATE per deadline (``... WHERE server_state = 'unsent' RETURNING id``: the
-    rows another request or process got first are simply not returned), then the quota of
-    the lost ones is given back."""
+    rows another request or process got first are simply not returned) and one
+    ``transition_time`` UPDATE per deadline, then the quota of the lost ones is given back."""
     assert host.id is not None
     if not await trust.take_quota_n(session, host, runtime, len(items), now):
         return []  # a concurrent claim used the quota up meanwhile
-    by_deadline: dict[float, list[int]] = {}
-    for result, wu, _, _ in items:
-        assert result.id is not None
-        by_deadline.setdefault(now + wu.delay_bound_s, []).append(result.id)
-    won: set[int] = set()
-    for deadline, ids in by_deadline.items():
+    by_deadline: dict[float, list[_Candidate]] = {}
+    for item in items:
+        by_deadline.setdefault(now + item[1].delay_bound_s, []).append(item)
+    claimed: list[Claimed] = []
+    for deadline, group in by_deadline.items():
         rows = await session.exec(
             update(Result)
-            .where(col(Result.id).in_(ids), col(Result.server_state) == ServerState.unsent)
+            .where(
+                col(Result.id).in_([r.id for r, _, _ in group]),
+                col(Result.server_state) == ServerState.unsent,
+            )
             .values(
                 server_state=ServerState.in_progress,
                 host_id=host.id,
@@ -175,23 +178,22 @@ async def _claim_batch(
             .returning(col(Result.id))
             .execution_options(synchronize_session=False)  # nothing to sync: saves CPU
         )
-        won.update(rows.scalars().all())
-    if len(won) < len(items):
-        await trust.give_back_quota(session, host.id, runtime, len(items) - len(won))
-    claimed: list[Claimed] = []
-    for result, wu, round_number, _ in items:
-        if result.id not in won:
-            continue  # somebody else got it first
-        deadline = now + wu.delay_bound_s
-        await trust.apply_adaptive(session, wu, host, runtime, now, draw=draw)
-        assert result.id is not None
-        claimed.append(Claimed(result.id, deadline, runtime, wu, round_number))
-    for deadline in {c.deadline for c in claimed}:
-        wu_ids = [c.workunit.id for c in claimed if c.deadline == deadline]
-        await session.exec(
-            update(WorkUnit)
-            .where(col(WorkUnit.id).in_(wu_ids), col(WorkUnit.transition_time) > deadline)
-            .values(transition_time=deadline)
-            .execution_options(synchronize_session=False)
-        )
+        won = set(rows.scalars().all())
+        mine = [(r, wu, n) for r, wu, n in group if r.id in won]  # the others: got first
+        for result, wu, round_number in mine:
+            await trust.apply_adaptive(session, wu, host, runtime, now, draw=draw)
+            assert result.id is not None
+            claimed.append(Claimed(result.id, deadline, runtime, wu, round_number))
+        if mine:
+            await session.exec(
+                update(WorkUnit)
+                .where(
+                    col(WorkUnit.id).in_([wu.id for _, wu, _ in mine]),
+                    col(WorkUnit.transition_time) > deadline,
+                )
+                .values(transition_time=deadline)
+                .execution_options(synchronize_session=False)
+            )
+    if len(claimed) < len(items):
+        await trust.give_back_quota(session, host.id, runtime, len(items) - len(claimed))
     return claimed
