@@ -1,9 +1,10 @@
 """``ServerAPI``: the work server's HTTP API over ``httpx.AsyncClient``.
 
 Bodies are the pydantic models of :mod:`yadml_common.wire`. This module is the only
-place that sees httpx exceptions: they are mapped to :mod:`volunteer_client.errors`
-(network errors, 5xx and 429 -> :class:`TransientError`; 401/403/other 4xx ->
-:class:`Unauthorized` / :class:`Forbidden` / :class:`Rejected`).
+place that sees httpx exceptions and HTTP status codes: they are mapped to
+:mod:`volunteer_client.errors` (network errors, 5xx and 429 -> :class:`TransientError`;
+401 -> :class:`Unauthorized`, 403 -> :class:`Forbidden`, 413/422 ->
+:class:`PayloadRejected`, any other 4xx -> :class:`Rejected`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from .errors import (
     FailureReason,
     Forbidden,
     IntegrityError,
+    PayloadRejected,
     ProtocolError,
     Rejected,
     TransientError,
@@ -58,6 +60,14 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 _CHUNK = 1 << 16
 _MAX_FAILURE_DETAIL = 16384
+
+#: The 4xx statuses with a class of their own; any other 4xx is a plain :class:`Rejected`.
+_REJECTIONS: dict[int, type[Rejected]] = {
+    401: Unauthorized,
+    403: Forbidden,
+    413: PayloadRejected,
+    422: PayloadRejected,
+}
 
 
 def _parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -164,11 +174,7 @@ class ServerAPI:
             detail = body[:512].decode("utf-8", "replace")
         if status == 429 or status >= 500:
             raise TransientError(f"HTTP {status} {error}: {detail}", retry_after=retry_after)
-        if status == 401:
-            raise Unauthorized(status, error, detail)
-        if status == 403:
-            raise Forbidden(status, error, detail)
-        raise Rejected(status, error, detail)
+        raise _REJECTIONS.get(status, Rejected)(status, error, detail)
 
     async def _request(
         self,

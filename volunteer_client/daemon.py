@@ -46,6 +46,7 @@ from .errors import (
     ExecutionFailed,
     FailureReason,
     IntegrityError,
+    PayloadRejected,
     PermanentError,
     Rejected,
     TransientError,
@@ -599,13 +600,13 @@ class Daemon:
                 continue
             except Unauthorized:
                 raise
-            except Rejected as exc:
-                if exc.status in (413, 422):
-                    log.warning("unit %d: the server rejected the output: %s", rid, exc)
-                    await self._fail(record, "other", f"upload rejected: {exc}")
-                else:  # 403 not ours, 409 another upload exists, 410 no longer wanted
-                    log.warning("unit %d: upload refused (%s); dropped", rid, exc)
-                    self._finish(record)
+            except PayloadRejected as exc:
+                log.warning("unit %d: the server rejected the output: %s", rid, exc)
+                await self._fail(record, "other", f"upload rejected: {exc}")
+                return
+            except Rejected as exc:  # not ours, another upload exists, no longer wanted
+                log.warning("unit %d: upload refused (%s); dropped", rid, exc)
+                self._finish(record)
                 return
             log.info(
                 "unit %d: uploaded%s%s",

@@ -9,16 +9,19 @@ style of httpx: callers catch the class that matches what they can do about it.
     ├── TransientError          try again later (server unreachable, 5xx, 429, garbled answer)
     │   └── ProtocolError       the server answered something that is not the wire model
     ├── PermanentError          retrying the same request will not help
-    │   └── Rejected            a 4xx answer: ``status``, ``error``, ``detail`` from the body
+    │   └── Rejected            any other 4xx answer: ``error``, ``detail`` from the body
     │       ├── Unauthorized    401: the host token is not valid (attach again)
-    │       └── Forbidden       403: the host is banned, or the result is not ours
+    │       ├── Forbidden       403: the host is banned, or the result is not ours
+    │       └── PayloadRejected 413/422: the body sent (an upload) is too large or invalid
     ├── IntegrityError          a downloaded blob does not match its sha256 (or size)
     ├── ExecutionFailed         an executor could not produce an output: ``reason``, ``detail``
     └── StateError              the local state directory is unusable
         ├── NotAttached         no ``attachment.json``: run ``yadml-client attach URL``
         └── StateLocked         another daemon holds the state directory
 
-httpx exceptions never escape :mod:`volunteer_client.api`; they are mapped there.
+httpx exceptions never escape :mod:`volunteer_client.api`; they are mapped there, and
+so are HTTP status codes: the rest of the client decides by the class of an error, never
+by its ``status`` (kept on :class:`Rejected` for messages and logs only).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "Forbidden",
     "IntegrityError",
     "NotAttached",
+    "PayloadRejected",
     "PermanentError",
     "ProtocolError",
     "Rejected",
@@ -69,7 +73,10 @@ class PermanentError(YadmlClientError):
 
 
 class Rejected(PermanentError):
-    """The server refused the request with a 4xx status and a JSON ``{error, detail}`` body."""
+    """The server refused the request with a 4xx status and a JSON ``{error, detail}`` body.
+
+    ``status`` is for messages and logs; callers catch the subclasses below instead.
+    """
 
     def __init__(self, status: int, error: str, detail: str) -> None:
         super().__init__(f"HTTP {status} {error}: {detail}")
@@ -84,6 +91,14 @@ class Unauthorized(Rejected):
 
 class Forbidden(Rejected):
     """403: the host is banned, or the resource (a result) belongs to another host."""
+
+
+class PayloadRejected(Rejected):
+    """413/422: the server will never take this body (an output too large, or invalid tensors).
+
+    Unlike other refusals (the result is gone, or another upload won), this says the
+    output itself is bad, so the client reports the unit as failed.
+    """
 
 
 class IntegrityError(YadmlClientError):

@@ -10,6 +10,7 @@ from volunteer_client.api import ServerAPI, _parse_retry_after
 from volunteer_client.errors import (
     Forbidden,
     IntegrityError,
+    PayloadRejected,
     ProtocolError,
     Rejected,
     TransientError,
@@ -120,10 +121,14 @@ async def test_upload_failure_heartbeat(fake_server: FakeWorkServer, api: Server
     with pytest.raises(Rejected) as conflict:
         await api.upload_result(4, b"other")
     assert conflict.value.status == 409
-    fake_server.upload_script = [(422, "invalid_tensors", {})]
-    with pytest.raises(Rejected) as invalid:
+    assert not isinstance(conflict.value, PayloadRejected)
+    fake_server.upload_script = [(422, "invalid_tensors", {}), (413, "too_large", {})]
+    with pytest.raises(PayloadRejected) as invalid:
         await api.upload_result(5, b"bad")
     assert invalid.value.status == 422 and invalid.value.error == "invalid_tensors"
+    with pytest.raises(PayloadRejected) as too_large:
+        await api.upload_result(5, b"big")
+    assert too_large.value.status == 413
 
     await api.report_failure(6, "crash", "x" * 20000)
     assert fake_server.failures[6].reason == "crash"
