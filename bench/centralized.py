@@ -1,6 +1,6 @@
 """Centralised baseline: the same LeNet trained on the whole train set in one process.
 
-Uses the volunteer trainer's training loop (:func:`volunteer_client.trainer.run_epoch`, one
+Uses the volunteer trainer's training loop (:func:`yadml_trainer.training.run_epoch`, one
 optimizer for the whole run) and the server's datasets and evaluation, so the numbers are
 directly comparable with a federated job.
 
@@ -25,11 +25,11 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from volunteer_client.trainer import deterministic, make_optimizer, run_epoch
 from work_server.ml.datasets import DATASET_NAMES, load_dataset
 from work_server.ml.evaluate import evaluate
-from yadml_common.nn import build_model, initial_state
 from yadml_common.wire import TaskConfig
+from yadml_trainer.models import build_model, initial_state
+from yadml_trainer.training import deterministic, make_optimizer, run_epoch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

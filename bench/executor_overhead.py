@@ -60,11 +60,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from volunteer_client.executors.base import ExecutionRequest, Executor
 from volunteer_client.executors.docker import DockerExecutor
-from volunteer_client.executors.image import default_image
 from volunteer_client.executors.process import ProcessExecutor
+from volunteer_client.executors.worker_image import default_image
 from work_server.ml.datasets import load_dataset
-from yadml_common.nn import build_model
 from yadml_common.wire import REPORT_METADATA_KEY, SHARD_IMAGES, SHARD_LABELS, TaskConfig
+from yadml_trainer.models import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "executor_overhead.json"
 REFERENCE_IMAGE_GB = 0.5  # the origin's Docker image (and 62 s average start)

@@ -1,7 +1,7 @@
 """In-process FedAvg simulation: the product's ML path without the server or the network.
 
 split the train set -> each round, train every shard with the volunteer trainer's
-:func:`volunteer_client.trainer.train_state` starting from the global weights (a fresh
+:func:`yadml_trainer.trainer.train_state` starting from the global weights (a fresh
 optimizer per client and round) -> merge with the job's policy -> evaluate on the test set.
 
     .venv/bin/python bench/fedavg_sim.py --dataset mnist --rounds 5 --shards 4 --threads 2
@@ -22,13 +22,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from volunteer_client.trainer import train_state
 from work_server.merge import Update, get_policy
 from work_server.ml.datasets import load_dataset
 from work_server.ml.evaluate import evaluate
 from work_server.ml.split import split_indices
-from yadml_common.nn import initial_state
 from yadml_common.wire import MergeSpec, SplitSpec, TaskConfig
+from yadml_trainer.models import initial_state
+from yadml_trainer.training import train_state
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

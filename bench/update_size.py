@@ -3,8 +3,8 @@ compression costs in accuracy on MNIST.
 
 For each encoding (fp32, fp16, int8) the same FedAvg run: 4 clients (stratified shards),
 each round every client trains from the global weights with the volunteer trainer's
-:func:`volunteer_client.trainer.train_state` and encodes its output exactly as the trainer
-does (:func:`volunteer_client.trainer.encode_output`, written as the safetensors bytes it
+:func:`yadml_trainer.trainer.train_state` and encodes its output exactly as the trainer
+does (:func:`yadml_trainer.trainer.encode_output`, written as the safetensors bytes it
 would upload, report included); the server side decodes each upload with the validator's
 and aggregator's :func:`work_server.ml.updates.decode_result`, merges with the job's policy
 (simple average) and evaluates on the 10,000 test images. Training is deterministic, so the
@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from fedavg_sim import unit_seed  # noqa: E402
 
-from volunteer_client.trainer import encode_output, train_state  # noqa: E402
 from work_server.merge import Update, get_policy  # noqa: E402
 from work_server.ml.datasets import load_dataset  # noqa: E402
 from work_server.ml.evaluate import evaluate  # noqa: E402
@@ -42,7 +41,6 @@ from work_server.ml.shards import encode_shard, encode_weights  # noqa: E402
 from work_server.ml.split import split_indices  # noqa: E402
 from work_server.ml.updates import decode_result  # noqa: E402
 from yadml_common.encoding import ENCODINGS  # noqa: E402
-from yadml_common.nn import initial_state  # noqa: E402
 from yadml_common.wire import (  # noqa: E402
     REPORT_METADATA_KEY,
     MergeSpec,
@@ -50,6 +48,9 @@ from yadml_common.wire import (  # noqa: E402
     TaskConfig,
     UpdateEncoding,
 )
+from yadml_trainer.models import initial_state  # noqa: E402
+from yadml_trainer.trainer import encode_output  # noqa: E402
+from yadml_trainer.training import train_state  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 #: the target: at least this much smaller than fp32 ...

@@ -28,10 +28,10 @@ if [[ -z "$base" ]]; then
 fi
 base_id=$(docker image inspect --format '{{.Id}}' "$base")
 
-image_info() { "$python" -c "from volunteer_client.executors.image import *; print($1)"; }
-version=$(image_info 'trainer_version()')
+# The trainer package says which files it runs and what version they make.
+version=$("$python" -m yadml_trainer.version version)
 tag="yadml-worker:${version}"
-mapfile -t files < <(image_info '"\n".join(TRAINER_FILES)')
+mapfile -t files < <("$python" -m yadml_trainer.version files)
 
 build_hash=$(
   {
@@ -57,16 +57,13 @@ say "wheelhouse $wheelhouse (pip download; cached)"
 
 ctx=build/worker-context
 rm -rf "$ctx"
-mkdir -p "$ctx/app/volunteer_client"
+mkdir -p "$ctx/app"
 cp images/worker/Dockerfile images/worker/requirements.txt images/worker/warmup.py "$ctx/"
 cp -al "$wheelhouse" "$ctx/wheelhouse" 2>/dev/null || cp -a "$wheelhouse" "$ctx/wheelhouse"
 for f in "${files[@]}"; do
   mkdir -p "$ctx/app/$(dirname "$f")"
   cp "$f" "$ctx/app/$f"
 done
-# Not the client's package __init__: the image holds the trainer only.
-printf '"""YADML trainer (worker image): python -m volunteer_client.trainer."""\n' \
-  >"$ctx/app/volunteer_client/__init__.py"
 
 say "docker build $tag (base $base)"
 docker build --quiet --force-rm \

@@ -148,7 +148,7 @@ def _rewrite_output(
     from yadml_common.encoding import decode_update
 
     from .attacks import apply_update_attack, garbage_like
-    from .trainer import encode_output
+    from yadml_trainer.trainer import encode_output
 
     with safetensors.safe_open(str(request.output_path), framework="pt") as f:
         metadata = f.metadata()

@@ -2,7 +2,7 @@
 
 A job's data is fixed once, at start: the dataset is split into shards, every shard and the
 test set are stored as content-addressed blobs (reused by every round, so their hashes live
-in ``Job.info``), and the initial global weights come from ``yadml_common.nn.initial_state``.
+in ``Job.info``), and the initial global weights come from ``yadml_trainer.models.initial_state``.
 Each round then creates one work unit per shard that trains from the round's global weights.
 
 Neither function commits: the caller (the aggregator) commits the whole step at once, so a
@@ -30,8 +30,8 @@ from work_server.ml.shards import encode_shard, encode_weights
 from work_server.ml.split import split_indices
 from work_server.ml.uploaded import decode_dataset
 from work_server.services import trust
-from yadml_common.nn import initial_state
 from yadml_common.wire import JobSpec, TaskConfig
+from yadml_trainer.models import initial_state
 
 #: ``max_output_bytes`` of a work unit = this many times the weights blob, plus slack for the
 #: safetensors header and the JSON report.

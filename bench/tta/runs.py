@@ -25,20 +25,15 @@ import safetensors.torch
 import torch
 from rich.console import Console
 
-from volunteer_client.trainer import (
-    deterministic,
-    load_shard,
-    load_weights,
-    make_optimizer,
-    run_epoch,
-)
 from work_server.demo.api import get_job, submit_job
 from work_server.demo.options import FINAL_STATES, HOST, DemoOptions, build_job_spec
 from work_server.demo.processes import Demo, free_port, prepare_state_dir
 from work_server.ml.datasets import load_dataset
 from work_server.ml.evaluate import evaluate
-from yadml_common.nn import build_model, initial_state
 from yadml_common.wire import API_PREFIX, SHARD_IMAGES, SHARD_LABELS, TaskConfig
+from yadml_trainer.inputs import load_shard, load_weights
+from yadml_trainer.models import build_model, initial_state
+from yadml_trainer.training import deterministic, make_optimizer, run_epoch
 
 OnRow = Callable[[dict[str, Any]], None]
 
@@ -175,7 +170,7 @@ def unit_costs(samples: int) -> dict[str, float]:
     weights, writing the output weights."""
     cold_start = _median_s(
         lambda: subprocess.run(
-            [sys.executable, "-c", "import volunteer_client.trainer"], check=True
+            [sys.executable, "-c", "import yadml_trainer.trainer"], check=True
         ),
         repeat=3,
     )

@@ -30,7 +30,7 @@ scripts/vm_tools.sh build
 
 worker=$(PYTHON="$python" images/build_worker.sh | tail -n 1)
 worker_id=$(docker image inspect --format '{{.Id}}' "$worker")
-version=$("$python" -c "from volunteer_client.executors.image import trainer_version; print(trainer_version())")
+version=$("$python" -m yadml_trainer.version version)
 
 apt_get() { apt-get -o DPkg::Lock::Timeout=600 "$@"; }
 kernel_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')

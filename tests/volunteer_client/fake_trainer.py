@@ -1,4 +1,4 @@
-"""A stand-in for ``volunteer_client.trainer`` in the process-executor tests.
+"""A stand-in for ``yadml_trainer.trainer`` in the process-executor tests.
 
 Same command line; its behaviour comes from environment variables so tests stay fast
 (no torch import):

@@ -14,9 +14,9 @@ import torch
 
 from volunteer_client.executors.base import ExecutionRequest, ExecutionResult, Executor
 from volunteer_client.faults import AttackSpec, FaultyExecutor
-from volunteer_client.trainer import encode_output
 from yadml_common.encoding import SCALE_SUFFIX, decode_update
 from yadml_common.wire import TaskConfig
+from yadml_trainer.trainer import encode_output
 
 W0 = {"w": torch.linspace(-1, 1, 12).reshape(3, 4), "b": torch.zeros(3)}
 

@@ -142,7 +142,7 @@ def test_registry() -> None:
     executor = get_executor("process", module=FAKE)
     assert isinstance(executor, ProcessExecutor) and isinstance(executor, Executor)
     assert executor.module == FAKE
-    assert ProcessExecutor().module == "volunteer_client.trainer"
+    assert ProcessExecutor().module == "yadml_trainer.trainer"
     with pytest.raises(ValueError, match="unknown executor"):
         get_executor("kubernetes")
 
@@ -158,8 +158,8 @@ async def test_real_trainer_on_a_tiny_shard(tmp_path: Path) -> None:
     import safetensors.torch
     import torch
 
-    from yadml_common.nn import initial_state
     from yadml_common.wire import SHARD_IMAGES, SHARD_LABELS
+    from yadml_trainer.models import initial_state
 
     request = _request(tmp_path)
     generator = torch.Generator().manual_seed(0)

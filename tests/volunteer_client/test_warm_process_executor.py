@@ -16,8 +16,8 @@ import torch
 from volunteer_client.errors import ExecutionFailed
 from volunteer_client.executors import ExecutionRequest, ProcessExecutor
 from volunteer_client.executors.warm_process import args_threads
-from yadml_common.nn import initial_state
 from yadml_common.wire import SHARD_IMAGES, SHARD_LABELS, TaskConfig
+from yadml_trainer.models import initial_state
 
 pytestmark = pytest.mark.slow
 

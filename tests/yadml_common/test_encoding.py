@@ -16,8 +16,8 @@ from yadml_common.encoding import (
     encode_update,
     encoded_layout,
 )
-from yadml_common.nn import initial_state
 from yadml_common.wire import UpdateEncoding
+from yadml_trainer.models import initial_state
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 

@@ -1,6 +1,6 @@
 """``DockerExecutor``: the trainer inside a locked-down container of the worker image.
 
-Each unit runs ``python3 -m volunteer_client.trainer`` in a container of the worker image
+Each unit runs ``python3 -m yadml_trainer.trainer`` in a container of the worker image
 (``images/worker``), with:
 
 * the unit's shard, weights and task mounted **read-only**, and one output directory (the
@@ -19,7 +19,7 @@ The image is the unit's ``image`` (an image id or ``name@sha256:...`` digest, wh
 already be present locally: the executor never pulls), else the configured ``image``, else
 ``yadml-worker:<trainer version>`` (:func:`.image.default_image`).
 
-``warm=True`` keeps a container running :mod:`volunteer_client.trainer_loop` between units,
+``warm=True`` keeps a container running :mod:`yadml_trainer.loop` between units,
 so the interpreter start and ``import torch`` are paid once: each unit's inputs are copied
 into a spool directory mounted into that container. A unit that fails by time or memory
 takes its container down with it; the next unit starts a fresh one.
@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ExecutionFailed
 from .base import ExecutionRequest, ExecutionResult, Executor
-from .image import default_image
+from .worker_image import default_image
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -72,8 +72,8 @@ CONTAINER_UID = 10001
 LABEL_CLIENT = "yadml.client"
 LABEL_UNIT = "yadml.unit"
 LABEL_MODE = "yadml.mode"
-TRAINER_COMMAND: tuple[str, ...] = ("python3", "-m", "volunteer_client.trainer")
-LOOP_COMMAND: tuple[str, ...] = ("python3", "-m", "volunteer_client.trainer_loop")
+TRAINER_COMMAND: tuple[str, ...] = ("python3", "-m", "yadml_trainer.trainer")
+LOOP_COMMAND: tuple[str, ...] = ("python3", "-m", "yadml_trainer.loop")
 LOG_TAIL_BYTES = 4096
 OUTPUT_NAME = "output.safetensors"
 PROGRESS_NAME = "progress"
@@ -144,7 +144,7 @@ class DockerExecutor(Executor):
     ``memory_mb``/``cpus``/``pids_limit``: the container's limits (None: no limit);
     ``runtime``: an OCI runtime name (``runsc``...); ``warm``: keep containers between
     units; ``spool_dir``: where warm containers' spools live (default: a temp dir);
-    ``command``: what runs in place of ``python3 -m volunteer_client.trainer`` (tests);
+    ``command``: what runs in place of ``python3 -m yadml_trainer.trainer`` (tests);
     ``docker_client``: an SDK client (default ``docker.from_env()`` on first use).
     """
 

@@ -1,13 +1,13 @@
 """``ProcessExecutor``: the trainer as a child process of this Python, in its own session.
 
-Runs ``python -m volunteer_client.trainer --shard S --weights W --task task.json
+Runs ``python -m yadml_trainer.trainer --shard S --weights W --task task.json
 --output out [--threads N] [--progress FILE]`` in ``work_dir`` with a time limit. The
 child leads a new process group, so a time limit or a cancellation kills everything it
 started. Exit status: 0 ok, 2 ``invalid_input``, anything else (or a signal) ``crash``
 (``out_of_memory`` when the log says so). stdout and stderr are merged; the last 4 KiB
 are kept as the log tail.
 
-``warm=True`` keeps a trainer process running :mod:`volunteer_client.trainer_loop` between
+``warm=True`` keeps a trainer process running :mod:`yadml_trainer.loop` between
 units instead (:mod:`.warm_process`): the interpreter start, ``import torch`` and the
 teardown are paid once per process rather than once per unit. Exit statuses mean the same.
 """
@@ -29,7 +29,7 @@ from .warm_process import DEFAULT_LOOP_MODULE, WarmTrainers
 
 __all__ = ["DEFAULT_TRAINER_MODULE", "LOG_TAIL_BYTES", "ProcessExecutor"]
 
-DEFAULT_TRAINER_MODULE = "volunteer_client.trainer"
+DEFAULT_TRAINER_MODULE = "yadml_trainer.trainer"
 LOG_TAIL_BYTES = 4096
 
 _THREAD_VARS = (

@@ -1,6 +1,6 @@
 """Warm mode of the process executor: a long-lived trainer process takes unit after unit.
 
-``ProcessExecutor(warm=True)`` keeps one child running :mod:`volunteer_client.trainer_loop`
+``ProcessExecutor(warm=True)`` keeps one child running :mod:`yadml_trainer.loop`
 per concurrent unit, with the protocol of the Docker executor's warm containers: a spool
 directory per process, one sub-directory per unit whose ``request.json`` (the trainer's
 arguments) is written last and atomically, and an ``exit`` file the loop writes when the
@@ -46,7 +46,7 @@ from ..errors import ExecutionFailed
 
 __all__ = ["DEFAULT_LOOP_MODULE", "WarmTrainers"]
 
-DEFAULT_LOOP_MODULE = "volunteer_client.trainer_loop"
+DEFAULT_LOOP_MODULE = "yadml_trainer.loop"
 #: How often a running unit's ``exit`` file (and the process) is looked at.
 POLL_S = 0.02
 _PR_SET_PDEATHSIG = 1

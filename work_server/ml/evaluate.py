@@ -27,7 +27,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from yadml_common.nn import build_model, normalize_images
+from yadml_trainer.models import build_model, normalize_images
 
 __all__ = ["METRIC_KEYS", "Evaluation", "evaluate", "predict_log_proba"]
 

@@ -16,9 +16,9 @@ import torch
 
 from tests.requirements import require
 from volunteer_client.executors.base import ExecutionRequest
-from volunteer_client.executors.image import default_image
-from yadml_common.nn import build_model
+from volunteer_client.executors.worker_image import default_image
 from yadml_common.wire import SHARD_IMAGES, SHARD_LABELS, TaskConfig
+from yadml_trainer.models import build_model
 
 
 def _engine_state() -> tuple[bool, str]:

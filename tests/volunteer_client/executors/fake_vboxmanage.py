@@ -11,7 +11,7 @@ for ``VBoxManage``: it records every argv (one JSON line per call in
 ``$FAKE_VBOX_GUEST`` says what a started VM does:
 
 * ``train`` (default): plays the guest at ``startvm``: unpacks the tar on the disk at SATA
-  port 1, runs the real trainer (``python -m volunteer_client.trainer``) on it, writes the
+  port 1, runs the real trainer (``python -m yadml_trainer.trainer``) on it, writes the
   status lines to UART 2's file and the trainer's output to UART 1's, writes the outputs as
   a tar onto the disk at port 2 and powers the VM off;
 * ``hang``: the VM keeps running until ``controlvm poweroff``.
@@ -86,7 +86,7 @@ def play_guest(vm: dict[str, Any]) -> None:
         threads = (unit / "threads").read_text().strip()
         env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))
         done = subprocess.run(
-            [sys.executable, "-m", "volunteer_client.trainer",
+            [sys.executable, "-m", "yadml_trainer.trainer",
              "--shard", str(unit / "shard.safetensors"),
              "--weights", str(unit / "weights.safetensors"),
              "--task", str(unit / "task.json"),

@@ -21,10 +21,10 @@ import torch
 
 from tests.volunteer_client.executors.conftest import make_request
 from volunteer_client.errors import ExecutionFailed
-from volunteer_client.executors.image import trainer_version
 from volunteer_client.executors.process import ProcessExecutor
 from volunteer_client.executors.vm import VirtualBoxDriver, VmExecutor, vm_prefix
 from volunteer_client.executors.vm.virtualbox import parse_list_vms, parse_machinereadable
+from yadml_trainer.version import trainer_version
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,7 +8,7 @@ import torch
 
 from work_server.ml.datasets import load_dataset
 from work_server.ml.evaluate import Evaluation, evaluate
-from yadml_common.nn import initial_state
+from yadml_trainer.models import initial_state
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ from work_server.ml.shards import (
     encode_weights,
     read_metadata,
 )
-from yadml_common.nn import initial_state
+from yadml_trainer.models import initial_state
 
 
 def _shard(n: int = 5) -> tuple[np.ndarray, np.ndarray]:

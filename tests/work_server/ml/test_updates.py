@@ -9,8 +9,8 @@ import torch
 
 from work_server.ml.updates import decode_result, expected_upload_layout, task_encoding
 from yadml_common.encoding import SCALE_SUFFIX, encode_update
-from yadml_common.nn import initial_state
 from yadml_common.wire import UpdateEncoding
+from yadml_trainer.models import initial_state
 
 
 def test_task_encoding_defaults_to_fp32_for_old_tasks() -> None:

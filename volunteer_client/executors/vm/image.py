@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from yadml_trainer.version import source_root, trainer_version
+
 from ...errors import ExecutionFailed
-from ..image import source_root, trainer_version
 
 __all__ = ["VM_ID_PATTERN", "VmImage", "VmImageStore", "default_image_dir"]
 

@@ -1,4 +1,4 @@
-"""A long-lived trainer: ``python -m volunteer_client.trainer_loop SPOOL`` takes unit after unit.
+"""A long-lived trainer: ``python -m yadml_trainer.loop SPOOL`` takes unit after unit.
 
 The Docker executor's warm mode keeps one container running this loop, so the
 interpreter start and ``import torch`` are paid once rather than per unit. The loop:
@@ -6,8 +6,8 @@ interpreter start and ``import torch`` are paid once rather than per unit. The l
 1. imports the trainer, then writes ``SPOOL/ready``;
 2. waits for a directory ``SPOOL/<name>/`` holding ``request.json``, a JSON list of
    trainer arguments (``--shard S --weights W ...``, exactly as
-   ``python -m volunteer_client.trainer`` takes them; the host writes it last, atomically);
-3. runs :func:`volunteer_client.trainer.main` on it in this process, with stdout and stderr
+   ``python -m yadml_trainer.trainer`` takes them; the host writes it last, atomically);
+3. runs :func:`yadml_trainer.trainer.main` on it in this process, with stdout and stderr
    going to ``SPOOL/<name>/log``, then writes the exit status to ``SPOOL/<name>/exit``;
 4. goes back to 2. It ends when ``SPOOL/stop`` exists (or the container is killed).
 
@@ -27,16 +27,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from volunteer_client import trainer
+from yadml_trainer import trainer
+from yadml_trainer.exit_status import EXIT_ERROR, EXIT_INVALID_INPUT
+from yadml_trainer.spool import EXIT, LOG, READY, REQUEST, STOP
 
 __all__ = ["POLL_INTERVAL_S", "main", "run_request", "serve"]
 
 POLL_INTERVAL_S = 0.02
-REQUEST = "request.json"
-EXIT = "exit"
-LOG = "log"
-READY = "ready"
-STOP = "stop"
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -52,8 +49,8 @@ def run_request(unit_dir: Path) -> int:
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             raise ValueError("request.json must be a JSON list of strings")
     except (OSError, ValueError) as exc:
-        (unit_dir / LOG).write_text(f"trainer_loop: invalid request: {exc}\n")
-        code = trainer.EXIT_INVALID_INPUT
+        (unit_dir / LOG).write_text(f"trainer loop: invalid request: {exc}\n")
+        code = EXIT_INVALID_INPUT
     else:
         with (
             (unit_dir / LOG).open("w", encoding="utf-8") as log,
@@ -63,10 +60,10 @@ def run_request(unit_dir: Path) -> int:
             try:
                 code = trainer.main(args)
             except SystemExit as exc:  # argparse errors exit
-                code = exc.code if isinstance(exc.code, int) else trainer.EXIT_ERROR
+                code = exc.code if isinstance(exc.code, int) else EXIT_ERROR
             except Exception as exc:  # the loop must survive a unit
-                print(f"trainer_loop: {type(exc).__name__}: {exc}", file=sys.stderr)
-                code = trainer.EXIT_ERROR
+                print(f"trainer loop: {type(exc).__name__}: {exc}", file=sys.stderr)
+                code = EXIT_ERROR
     _write_atomic(unit_dir / EXIT, f"{code}\n")
     gc.collect()  # after the host was told: it is not part of the unit's time
     return code
@@ -96,8 +93,8 @@ def serve(spool: Path, *, poll_interval_s: float = POLL_INTERVAL_S) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m volunteer_client.trainer_loop SPOOL_DIR", file=sys.stderr)
-        return trainer.EXIT_INVALID_INPUT
+        print("usage: python -m yadml_trainer.loop SPOOL_DIR", file=sys.stderr)
+        return EXIT_INVALID_INPUT
     serve(Path(args[0]))
     return 0
 

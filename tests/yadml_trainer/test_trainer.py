@@ -12,11 +12,13 @@ import safetensors.numpy
 import safetensors.torch
 import torch
 
-from volunteer_client import trainer
-from volunteer_client.trainer import InvalidInput, main, train, train_state
 from work_server.ml.datasets import load_dataset
-from yadml_common.nn import initial_state
 from yadml_common.wire import REPORT_METADATA_KEY, TaskConfig, TrainReport
+from yadml_trainer import trainer
+from yadml_trainer.exit_status import InvalidInput
+from yadml_trainer.models import initial_state
+from yadml_trainer.trainer import main, train
+from yadml_trainer.training import train_state
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TASK = TaskConfig(dataset="digits", local_epochs=2, batch_size=32, seed=11)
@@ -138,7 +140,7 @@ def _argv(paths: dict[str, Path], out: Path) -> list[str]:
 
 
 def _cli(inputs: dict[str, Path], out: Path, **override: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "volunteer_client.trainer", *_argv({**inputs, **override}, out)]
+    cmd = [sys.executable, "-m", "yadml_trainer.trainer", *_argv({**inputs, **override}, out)]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
 
 
@@ -203,7 +205,7 @@ def test_main_invalid_inputs_exit_2(
 
 @pytest.mark.parametrize("case", ["bad_task", "bad_labels"])
 def test_cli_invalid_inputs_exit_2(inputs: dict[str, Path], tmp_path: Path, case: str) -> None:
-    """The real ``python -m volunteer_client.trainer`` entry point, in a subprocess."""
+    """The real ``python -m yadml_trainer.trainer`` entry point, in a subprocess."""
     out = tmp_path / "out.safetensors"
     proc = _cli(inputs, out, **_invalid_cases(inputs, tmp_path)[case])
     assert proc.returncode == 2, proc.stderr
@@ -232,7 +234,7 @@ def test_main_other_error_exit_1(
 
 def test_module_only_imports_allowed_packages() -> None:
     code = (
-        "import sys, volunteer_client.trainer; "
+        "import sys, yadml_trainer.trainer; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'work_server', 'sklearn'}))"
     )
     proc = subprocess.run(

@@ -11,11 +11,11 @@ import safetensors.numpy
 import safetensors.torch
 import torch
 
-from volunteer_client.trainer import train
 from work_server.ml.datasets import load_dataset
 from yadml_common.encoding import SCALE_SUFFIX, decode_update
-from yadml_common.nn import initial_state
 from yadml_common.wire import TaskConfig, UpdateEncoding
+from yadml_trainer.models import initial_state
+from yadml_trainer.trainer import train
 
 TASK = TaskConfig(dataset="digits", local_epochs=1, batch_size=32, seed=3)
 
