@@ -24,13 +24,13 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from yadml_common.fsutil import atomic_write
 from yadml_common.wire import Runtime, WorkUnitAssignment
 
 from .errors import FailureReason, NotAttached, StateLocked
@@ -47,7 +47,6 @@ __all__ = [
     "UnitStore",
     "default_state_dir",
     "sha256_file",
-    "write_json_atomic",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,24 +66,6 @@ def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
     if value:
         return Path(value).expanduser()
     return Path.home() / ".local" / "state" / "yadml-client"
-
-
-def write_json_atomic(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` atomically, the file created with ``mode`` from the start."""
-    raw = data.encode() if isinstance(data, str) else data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
 
 
 def sha256_file(path: Path) -> str:
@@ -216,7 +197,7 @@ class UnitStore:
     def save(self, record: UnitRecord) -> Path:
         directory = self.unit_dir(record.result_id)
         directory.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(directory / "unit.json", record.model_dump_json(indent=2))
+        atomic_write(directory / "unit.json", record.model_dump_json(indent=2), mode=0o644)
         return directory
 
     def load(self, result_id: int) -> UnitRecord | None:
@@ -281,7 +262,7 @@ class StateDir:
 
     def save_attachment(self, attachment: Attachment) -> None:
         self.ensure()
-        write_json_atomic(self.attachment_path, attachment.model_dump_json(indent=2), mode=0o600)
+        atomic_write(self.attachment_path, attachment.model_dump_json(indent=2), mode=0o600)
 
     def remove_attachment(self) -> bool:
         try:

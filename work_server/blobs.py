@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Protocol
 
-from work_server.fsutil import atomic_write
+from yadml_common.fsutil import atomic_write
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 

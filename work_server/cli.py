@@ -8,7 +8,6 @@ import os
 import re
 import ssl
 import sys
-import tempfile
 from pathlib import Path
 
 from aiohttp import web
@@ -19,6 +18,7 @@ from work_server.db.cli import add_db_parser, db_main
 from work_server.key_cli import add_key_parser, key_main
 from work_server.ratelimit import Rate
 from work_server.web.cli import add_operator_parser, operator_main
+from yadml_common.fsutil import atomic_write
 from yadml_common.wire import IMAGE_DIGEST_PATTERN
 
 
@@ -31,19 +31,12 @@ def _operator_token(state_dir: Path) -> tuple[str, bool]:
     if path.is_file():
         return path.read_text().strip(), False
     token = new_token()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    # written whole under a temporary name, then linked into place: server processes that
-    # start at once on a shared state directory all end up with the first one's token
-    fd, tmpname = tempfile.mkstemp(dir=state_dir, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmpname)  # unique per call (mode 0600), even for threads of one process
+    # exclusive: server processes that start at once on a shared state directory all end up
+    # with the first one's token
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        os.link(tmp, path)
+        atomic_write(path, token + "\n", mode=0o600, exclusive=True)
     except FileExistsError:
         return path.read_text().strip(), False
-    finally:
-        tmp.unlink(missing_ok=True)
     return token, True
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from work_server.fsutil import atomic_write
+from yadml_common.fsutil import atomic_write
 
 __all__ = ["write_report"]
 

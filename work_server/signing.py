@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from cryptography.hazmat.primitives.serialization import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from work_server.errors import Forbidden, Gone, PayloadTooLarge
+from yadml_common.fsutil import atomic_write
 from yadml_common.signing import (
     b64encode,
     endorsement_bytes,
@@ -50,28 +50,6 @@ from yadml_common.wire import ProjectInfo, ProjectKey, WorkUnitAssignment
 KEY_FILE = "signing_key.pem"
 PUBLISHED_FILE = "project_keys.json"
 GRANT_KEY_FILE = "upload_grant_key"
-
-
-def _write_private(path: Path, data: bytes, *, exclusive: bool = False) -> None:
-    """Create ``path`` with mode 0600 from the start (never world-readable, even briefly).
-    ``exclusive``: never replace an existing file (FileExistsError), so server processes
-    starting at once on a shared state directory all end up with the first one's secret."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if exclusive:
-            os.link(tmp, path)
-            tmp.unlink()
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class _Local(BaseModel):
@@ -125,7 +103,7 @@ class ProjectSigner:
         path = state_dir / KEY_FILE
         if not path.is_file():
             with contextlib.suppress(FileExistsError):  # another process made it first
-                _write_private(path, _pem(Ed25519PrivateKey.generate()), exclusive=True)
+                atomic_write(path, _pem(Ed25519PrivateKey.generate()), mode=0o600, exclusive=True)
         return cls(_load_key(path), _load_published(state_dir), name=name)
 
     def sign(self, assignment: WorkUnitAssignment) -> WorkUnitAssignment:
@@ -177,8 +155,8 @@ def rotate_key(state_dir: Path, *, grace_days: float, now: float | None = None) 
         endorsed_by=fingerprint(old.public_key()),
         endorsement=b64encode(old.sign(endorsement_bytes(new_raw))),
     )
-    _write_private(state_dir / PUBLISHED_FILE, updated.model_dump_json(indent=2).encode())
-    _write_private(path, _pem(new))
+    atomic_write(state_dir / PUBLISHED_FILE, updated.model_dump_json(indent=2), mode=0o600)
+    atomic_write(path, _pem(new), mode=0o600)
     return fingerprint(old.public_key()), fingerprint(new_raw)
 
 
@@ -224,7 +202,7 @@ class UploadGrants:
         path = state_dir / GRANT_KEY_FILE
         if not path.is_file():
             with contextlib.suppress(FileExistsError):  # another process made it first
-                _write_private(path, (secrets.token_hex(32) + "\n").encode(), exclusive=True)
+                atomic_write(path, secrets.token_hex(32) + "\n", mode=0o600, exclusive=True)
         return cls(bytes.fromhex(path.read_text().strip()))
 
     def _mac(self, payload: bytes) -> bytes:

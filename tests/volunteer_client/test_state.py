@@ -15,7 +15,6 @@ from volunteer_client.state import (
     StateDir,
     UnitRecord,
     default_state_dir,
-    write_json_atomic,
 )
 from yadml_common.wire import TaskConfig, UploadSpec, WorkUnitAssignment
 
@@ -37,15 +36,6 @@ def _assignment(result_id: int) -> WorkUnitAssignment:
 def test_default_state_dir_from_env(tmp_path: Path) -> None:
     assert default_state_dir({"YADML_CLIENT_STATE_DIR": str(tmp_path)}) == tmp_path
     assert default_state_dir({}) == Path.home() / ".local" / "state" / "yadml-client"
-
-
-def test_write_json_atomic_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "x.json"
-    write_json_atomic(path, '{"a": 1}')
-    write_json_atomic(path, '{"a": 2}', mode=0o600)
-    assert path.read_text() == '{"a": 2}'
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert [p.name for p in path.parent.iterdir()] == ["x.json"]
 
 
 def test_attachment_roundtrip_is_private(state: StateDir) -> None:
