@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .api import ServerAPI
-    from .daemon import Backoff, Daemon
+    from .daemon import Daemon
+    from .daemon.retry import Backoff
     from .errors import (
         ExecutionFailed,
         Forbidden,
         IntegrityError,
         NotAttached,
+        PayloadRejected,
         PermanentError,
         ProtocolError,
         Rejected,
@@ -42,12 +44,13 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "ServerAPI": "api",
-    "Backoff": "daemon",
+    "Backoff": "daemon.retry",
     "Daemon": "daemon",
     "ExecutionFailed": "errors",
     "Forbidden": "errors",
     "IntegrityError": "errors",
     "NotAttached": "errors",
+    "PayloadRejected": "errors",
     "PermanentError": "errors",
     "ProtocolError": "errors",
     "Rejected": "errors",
@@ -78,6 +81,7 @@ __all__ = [
     "Forbidden",
     "IntegrityError",
     "NotAttached",
+    "PayloadRejected",
     "PermanentError",
     "ProcessExecutor",
     "ProtocolError",

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from volunteer_client.api import ServerAPI
-from volunteer_client.daemon import Backoff, Daemon, read_progress
+from volunteer_client.daemon import Daemon
+from volunteer_client.daemon.retry import Backoff
+from volunteer_client.daemon.unit_files import read_progress
 from volunteer_client.errors import ExecutionFailed, Unauthorized
 from volunteer_client.executors import ExecutionRequest, ExecutionResult, Executor
 from volunteer_client.state import PendingFailure, StateDir, UnitRecord
@@ -243,8 +245,8 @@ async def test_retry_after_and_poll_hint_are_honoured(
     await asyncio.wait_for(daemon.run_forever(stop), timeout=10)
     assert sleep.delays == [7.0, 42.0]
     assert len(fake_server.work_requests) == 2
-    assert daemon.poll_delay(0.0) == 0.5  # clamped to min_poll_s
-    assert daemon.poll_delay(1e9) == 3600.0
+    assert daemon.poll_loop.poll_delay(0.0) == 0.5  # clamped to min_poll_s
+    assert daemon.poll_loop.poll_delay(1e9) == 3600.0
 
 
 async def test_stop_interrupts_running_units_and_keeps_them(
