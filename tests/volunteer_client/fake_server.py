@@ -60,6 +60,7 @@ class FakeWorkServer:
         #: scripted answers, consumed one per request: (status, error, headers)
         self.work_script: list[tuple[int, str, dict[str, str]]] = []
         self.upload_script: list[tuple[int, str, dict[str, str]]] = []
+        self.failure_script: list[tuple[int, str, dict[str, str]]] = []
         self.blob_corruption: set[str] = set()
         self.banned = False
         #: the project's signing key: every unit from add_unit is signed with it
@@ -176,7 +177,11 @@ class FakeWorkServer:
         if (denied := self._authorized(request)) is not None:
             return denied
         rid = int(request.match_info["rid"])
-        self.failures[rid] = FailureReport.model_validate_json(await request.read())
+        report = FailureReport.model_validate_json(await request.read())
+        if self.failure_script:
+            status, error, headers = self.failure_script.pop(0)
+            return _error(status, error, "scripted", **headers)
+        self.failures[rid] = report
         return web.json_response({})
 
     async def heartbeat(self, request: web.Request) -> web.Response:

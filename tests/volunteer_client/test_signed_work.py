@@ -31,8 +31,8 @@ from yadml_common.signing import (
 )
 from yadml_common.wire import ProjectKey, TaskConfig, WorkResponse, WorkUnitAssignment
 
+from .daemon.test_daemon import FakeExecutor, FakeSleep
 from .fake_server import TOKEN, FakeWorkServer
-from .test_daemon import FakeExecutor, FakeSleep
 
 
 def _verifier(fake: FakeWorkServer) -> WorkVerifier:

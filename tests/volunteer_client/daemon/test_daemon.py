@@ -4,19 +4,16 @@ import asyncio
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from volunteer_client.api import ServerAPI
 from volunteer_client.daemon import Daemon
-from volunteer_client.daemon.retry import Backoff
-from volunteer_client.daemon.unit_files import read_progress
 from volunteer_client.errors import ExecutionFailed, Unauthorized
 from volunteer_client.executors import ExecutionRequest, ExecutionResult, Executor
 from volunteer_client.state import PendingFailure, StateDir, UnitRecord
 
-from .fake_server import TOKEN, FakeWorkServer
+from ..fake_server import TOKEN, FakeWorkServer
 
 
 class FakeExecutor(Executor):
@@ -121,17 +118,47 @@ async def test_execution_failure_is_reported(
     assert _units_left(state) == []
 
 
-async def test_422_on_upload_reports_failure_without_retrying(
-    fake_server: FakeWorkServer, api: ServerAPI, state: StateDir
+@pytest.mark.parametrize(("status", "error"), [(422, "invalid_tensors"), (413, "too_large")])
+async def test_rejected_output_on_upload_reports_failure_without_retrying(
+    fake_server: FakeWorkServer, api: ServerAPI, state: StateDir, status: int, error: str
 ) -> None:
     fake_server.add_unit(1)
-    fake_server.upload_script = [(422, "invalid_tensors", {})]
+    fake_server.upload_script = [(status, error, {})]
     sleep = FakeSleep()
     assert await _daemon(api, state, FakeExecutor(), sleep=sleep).run_once() == 1
     assert fake_server.upload_attempts == {1: 1}
     assert fake_server.failures[1].reason == "other"
-    assert "invalid_tensors" in fake_server.failures[1].detail
+    assert error in fake_server.failures[1].detail
     assert sleep.delays == []
+
+
+async def test_transient_failure_report_errors_are_retried(
+    fake_server: FakeWorkServer, api: ServerAPI, state: StateDir
+) -> None:
+    fake_server.add_unit(1)
+    fake_server.failure_script = [
+        (503, "unavailable", {}),
+        (429, "slow_down", {"Retry-After": "9"}),
+    ]
+    sleep = FakeSleep()
+    executor = FakeExecutor(fail=ExecutionFailed("crash", "boom"))
+    assert await _daemon(api, state, executor, sleep=sleep).run_once() == 1
+    assert fake_server.failures[1].reason == "crash"
+    assert sleep.delays == [1.0, 9.0]
+    assert _units_left(state) == []
+
+
+async def test_refused_download_reports_download_error(
+    fake_server: FakeWorkServer, api: ServerAPI, state: StateDir
+) -> None:
+    unit = fake_server.add_unit(1)
+    del fake_server.blobs[unit.inputs[0].sha256]  # 404
+    sleep = FakeSleep()
+    executor = FakeExecutor()
+    assert await _daemon(api, state, executor, sleep=sleep).run_once() == 1
+    assert fake_server.failures[1].reason == "download_error"
+    assert "not_found" in fake_server.failures[1].detail
+    assert executor.requests == [] and sleep.delays == []
 
 
 async def test_transient_upload_errors_are_retried_with_backoff(
@@ -225,15 +252,6 @@ async def test_backoff_grows_and_is_capped_while_the_server_is_down(
     assert sleep.delays == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0, 10.0]
 
 
-def test_backoff_has_full_jitter() -> None:
-    values = iter([0.5, 0.0, 0.25])
-    backoff = Backoff(base_s=2.0, cap_s=5.0, random_fn=lambda: next(values))
-    assert [backoff.next_delay() for _ in range(3)] == [1.0, 0.0, 1.25]
-    assert backoff.ceiling == 5.0
-    backoff.reset()
-    assert backoff.ceiling == 2.0
-
-
 async def test_retry_after_and_poll_hint_are_honoured(
     fake_server: FakeWorkServer, api: ServerAPI, state: StateDir
 ) -> None:
@@ -272,20 +290,12 @@ async def test_unauthorized_stops_the_daemon(fake_server: FakeWorkServer, state:
             await _daemon(api, state, FakeExecutor()).run_forever(asyncio.Event())
 
 
-def test_read_progress(tmp_path: Path) -> None:
-    path = tmp_path / "progress"
-    assert read_progress(path) == 0.0
-    for text, value in [("0.5", 0.5), ('{"fraction_done": 0.75}', 0.75), ("7", 1.0), ("x", 0.0)]:
-        path.write_text(text)
-        assert read_progress(path) == value
-
-
 async def test_daemon_with_the_process_executor(
     fake_server: FakeWorkServer, api: ServerAPI, state: StateDir
 ) -> None:
     from volunteer_client.executors import ProcessExecutor
 
-    from .test_process_executor import FAKE, REPO
+    from ..test_process_executor import FAKE, REPO
 
     fake_server.add_unit(1, weights=b"weights from the server")
     executor = ProcessExecutor(module=FAKE, pythonpath=[REPO])
