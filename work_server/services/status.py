@@ -1,75 +1,87 @@
-"""Server status: what BOINC's server-status page shows, as data."""
+"""Server status as data: what BOINC's server-status page shows.
+
+Two views of the same counts: ``server_status`` is the JSON API's ``ServerStatus`` (and feeds
+``/metrics``); ``status_overview`` is what the public ``/server-status`` web page shows
+(daemon errors, work-unit and blob figures too). Both count through the helpers here, so
+the API and the page always agree on what "unsent" or "jobs running" means.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from work_server.db.models import DaemonRun, Host, Job, JobState, Result, ServerState
+from work_server.db.models import (
+    Blob,
+    DaemonRun,
+    Host,
+    Job,
+    Result,
+    ServerState,
+    WorkUnit,
+    WorkUnitState,
+)
+from work_server.job_spec import JobSpec
 from work_server.services import trust
-from yadml_common.wire import HostTrust, JobSpec, ServerStatus
+from work_server.services.jobs import ACTIVE_JOB_STATES
+from yadml_common.wire import HostTrust, ServerStatus
 
 DAEMONS = ("transitioner", "validator", "aggregator", "file_deleter")
+HOUR_S = 3600.0
+DAY_S = 86400.0
 
 
-async def server_status(
-    session: AsyncSession, *, now: float, active_window_s: float
-) -> ServerStatus:
-    hosts_total = (await session.exec(select(func.count()).select_from(Host))).one()
-    hosts_active = (
-        await session.exec(
-            select(func.count())
-            .select_from(Host)
-            .where(Host.last_contact >= now - active_window_s, col(Host.banned).is_(False))
-        )
-    ).one()
-    jobs_running = (
-        await session.exec(
-            select(func.count())
-            .select_from(Job)
-            .where(col(Job.state).in_([JobState.pending, JobState.running]))
-        )
-    ).one()
-    by_state = dict(
-        (
-            await session.exec(
-                select(Result.server_state, func.count()).group_by(col(Result.server_state))
-            )
-        ).all()
+async def _count(session: AsyncSession, stmt: Any) -> int:
+    return int((await session.exec(stmt)).one() or 0)
+
+
+async def _results_by_state(session: AsyncSession) -> dict[Any, int]:
+    rows = await session.exec(
+        select(Result.server_state, func.count()).group_by(col(Result.server_state))
     )
-    by_outcome = dict(
-        (
-            await session.exec(
-                select(Result.outcome, func.count())
-                .where(Result.server_state == ServerState.over)
-                .group_by(col(Result.outcome))
-            )
-        ).all()
+    return {state: int(n) for state, n in rows.all()}
+
+
+async def _results_received_since(session: AsyncSession, since: float) -> int:
+    return await _count(
+        session, select(func.count()).select_from(Result).where(col(Result.received_at) >= since)
     )
-    last_hour = (
-        await session.exec(
-            select(func.count()).select_from(Result).where(col(Result.received_at) >= now - 3600)
-        )
-    ).one()
-    runs = {d.name: d.last_run for d in (await session.exec(select(DaemonRun))).all()}
+
+
+async def _hosts_total(session: AsyncSession) -> int:
+    return await _count(session, select(func.count()).select_from(Host))
+
+
+async def _jobs_running(session: AsyncSession) -> int:
+    return await _count(
+        session,
+        select(func.count()).select_from(Job).where(col(Job.state).in_(ACTIVE_JOB_STATES)),
+    )
+
+
+async def _daemon_runs(session: AsyncSession) -> dict[str, DaemonRun]:
+    return {d.name: d for d in (await session.exec(select(DaemonRun))).all()}
+
+
+async def _host_trust(session: AsyncSession, now: float) -> list[HostTrust]:
     # "trusted" as the running adaptive job sees it (the lowest threshold), else the default
     thresholds = [
         spec.replication.trust_threshold
         for spec in (
             JobSpec.model_validate(raw)
             for raw in (
-                await session.exec(
-                    select(Job.spec).where(col(Job.state).in_([JobState.pending, JobState.running]))
-                )
+                await session.exec(select(Job.spec).where(col(Job.state).in_(ACTIVE_JOB_STATES)))
             ).all()
         )
         if spec.replication.adaptive
     ]
     threshold = min(thresholds, default=trust.DEFAULT_TRUST_THRESHOLD)
-    host_trust = [
+    return [
         HostTrust(
             host_id=t.host_id,
             name=name,
@@ -84,18 +96,110 @@ async def server_status(
         )
         for t, name, trusted in await trust.trust_rows(session, threshold=threshold)
     ]
+
+
+async def server_status(
+    session: AsyncSession, *, now: float, active_window_s: float
+) -> ServerStatus:
+    hosts_active = await _count(
+        session,
+        select(func.count())
+        .select_from(Host)
+        .where(Host.last_contact >= now - active_window_s, col(Host.banned).is_(False)),
+    )
+    by_state = await _results_by_state(session)
+    by_outcome = dict(
+        (
+            await session.exec(
+                select(Result.outcome, func.count())
+                .where(Result.server_state == ServerState.over)
+                .group_by(col(Result.outcome))
+            )
+        ).all()
+    )
+    runs = await _daemon_runs(session)
+    host_trust = await _host_trust(session, now)
     return ServerStatus(
-        hosts_total=hosts_total,
+        hosts_total=await _hosts_total(session),
         hosts_active=hosts_active,
-        jobs_running=jobs_running,
+        jobs_running=await _jobs_running(session),
         results_unsent=by_state.get(ServerState.unsent, 0),
         results_in_progress=by_state.get(ServerState.in_progress, 0),
         results_over={str(k): int(v) for k, v in by_outcome.items()},
-        results_last_hour=last_hour,
+        results_last_hour=await _results_received_since(session, now - HOUR_S),
         daemons={
-            name: (datetime.fromtimestamp(runs[name], tz=UTC) if name in runs else None)
+            name: (datetime.fromtimestamp(runs[name].last_run, tz=UTC) if name in runs else None)
             for name in DAEMONS
         },
         hosts_trusted=sum(1 for h in host_trust if h.trusted),
         host_trust=host_trust,
+    )
+
+
+@dataclass
+class DaemonRow:
+    name: str
+    last_run: float | None
+    last_error: str | None
+
+
+@dataclass
+class StatusOverview:
+    daemons: list[DaemonRow]
+    results_unsent: int
+    results_in_progress: int
+    workunits_active: int
+    workunits_need_validate: int
+    results_last_hour: int
+    results_last_day: int
+    hosts_total: int
+    hosts_active_day: int
+    jobs_running: int
+    blob_count: int
+    blob_bytes: int
+
+
+async def status_overview(session: AsyncSession, *, now: float) -> StatusOverview:
+    """The public server-status page's figures; daemons that are not in ``DAEMONS`` but
+    left a run row are listed after the four known ones."""
+    runs = await _daemon_runs(session)
+    names = list(DAEMONS) + sorted(set(runs) - set(DAEMONS))
+    daemons = [
+        DaemonRow(
+            name=n,
+            last_run=runs[n].last_run if n in runs else None,
+            last_error=runs[n].last_error if n in runs else None,
+        )
+        for n in names
+    ]
+    by_state = await _results_by_state(session)
+    wu_active = await _count(
+        session,
+        select(func.count()).select_from(WorkUnit).where(WorkUnit.state == WorkUnitState.active),
+    )
+    wu_validate = await _count(
+        session,
+        select(func.count())
+        .select_from(WorkUnit)
+        .where(col(WorkUnit.need_validate).is_(True), WorkUnit.state == WorkUnitState.active),
+    )
+    hosts_day = await _count(
+        session, select(func.count()).select_from(Host).where(Host.last_contact >= now - DAY_S)
+    )
+    blob_count, blob_bytes = (
+        await session.exec(select(func.count(), func.coalesce(func.sum(Blob.size), 0)))
+    ).one()
+    return StatusOverview(
+        daemons=daemons,
+        results_unsent=by_state.get(ServerState.unsent, 0),
+        results_in_progress=by_state.get(ServerState.in_progress, 0),
+        workunits_active=wu_active,
+        workunits_need_validate=wu_validate,
+        results_last_hour=await _results_received_since(session, now - HOUR_S),
+        results_last_day=await _results_received_since(session, now - DAY_S),
+        hosts_total=await _hosts_total(session),
+        hosts_active_day=hosts_day,
+        jobs_running=await _jobs_running(session),
+        blob_count=int(blob_count),
+        blob_bytes=int(blob_bytes),
     )

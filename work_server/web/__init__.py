@@ -1,34 +1,35 @@
 """The operator's web pages, served by the work server itself (aiohttp-jinja2 templates,
 server-rendered SVG charts, one small hand-written script for live updates).
 
-``setup_web(app)`` adds the templates, the pages (``work_server.web.pages``), the static
-files under ``/static/`` and the login state (``auth.WEB_AUTH``). Nothing to build.
+``setup_web(app)`` composes them: the templates (``render``), the security headers on
+every HTML answer (``security_headers``), the login state (``auth.WEB_AUTH``), each area's
+routes (``views.*``) and the static files under ``/static/``. Nothing to build.
+
+Public: ``/server-status`` (like BOINC's server status page), ``/login``. Operator (web
+session, ``guard.operator``): ``/dashboard``, ``/jobs``, ``/jobs/{id}``, ``/hosts``,
+``/datasets`` and their forms. Each live part of a page has a ``.../live`` twin that
+returns just that HTML fragment; ``static/live.js`` polls it and swaps it in, so the pages
+update without a reload and read fine without JavaScript.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import aiohttp_jinja2
-import jinja2
 from aiohttp import web
 
-from work_server.web import pages
 from work_server.web.auth import WEB_AUTH, WebAuth
+from work_server.web.render import setup_templates
+from work_server.web.security_headers import security_headers_middleware
+from work_server.web.views import dashboard, datasets, hosts, jobs, login, status
 
-WEB_DIR = Path(__file__).resolve().parent
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def setup_web(app: web.Application, *, auth: WebAuth | None = None) -> None:
-    aiohttp_jinja2.setup(
-        app,
-        loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),
-        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
-        undefined=jinja2.StrictUndefined,
-        filters=pages.FILTERS,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    setup_templates(app)
+    app.middlewares.append(security_headers_middleware)
     app[WEB_AUTH] = auth or WebAuth()
-    app.add_routes(pages.routes)
-    app.router.add_static("/static/", WEB_DIR / "static")
+    for area in (login, status, dashboard, jobs, datasets, hosts):
+        area.setup_routes(app)
+    app.router.add_static("/static/", STATIC_DIR)

@@ -112,6 +112,16 @@ async def create_operator(
     return op
 
 
+async def check_login(
+    session: AsyncSession, username: str, password: str, *, passwords: Passwords
+) -> Operator | None:
+    """The operator with this user name and password, else None; an unknown name costs the
+    same hashing time as a wrong password."""
+    op = (await session.exec(select(Operator).where(Operator.username == username))).one_or_none()
+    ok = await passwords.verify(op.password_hash if op else None, password)
+    return op if ok and op is not None else None
+
+
 # ----------------------------------------------------------------------------- brute force
 
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.db.models import (
-    Blob,
-    DaemonRun,
     Host,
     Job,
     JobState,
@@ -20,14 +17,11 @@ from work_server.db.models import (
     ServerState,
     UploadedDataset,
     WorkUnit,
-    WorkUnitState,
 )
+from work_server.job_spec import JobSpec
 from work_server.rounds import INFO_CONFUSION
-from work_server.services.status import DAEMONS
-from yadml_common.wire import JobSpec
 
 ACTIVE_NOW_S = 300.0  # "active now" on the dashboard: contacted in the last 5 minutes
-DAY_S = 86400.0
 
 METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
     ("accuracy", "Accuracy"),
@@ -170,93 +164,6 @@ async def dashboard(session: AsyncSession, *, now: float) -> Dashboard:
         view=view,
         round_results=round_results,
         active_hosts=[ActiveHost(h, int(in_progress.get(h.id, 0))) for h in hosts],
-    )
-
-
-@dataclass
-class DaemonRow:
-    name: str
-    last_run: float | None
-    last_error: str | None
-
-
-@dataclass
-class StatusPage:
-    daemons: list[DaemonRow]
-    results_unsent: int
-    results_in_progress: int
-    workunits_active: int
-    workunits_need_validate: int
-    results_last_hour: int
-    results_last_day: int
-    hosts_total: int
-    hosts_active_day: int
-    jobs_running: int
-    blob_count: int
-    blob_bytes: int
-
-
-async def status_page(session: AsyncSession, *, now: float) -> StatusPage:
-    runs = {d.name: d for d in (await session.exec(select(DaemonRun))).all()}
-    names = list(DAEMONS) + sorted(set(runs) - set(DAEMONS))
-    daemons = [
-        DaemonRow(
-            name=n,
-            last_run=runs[n].last_run if n in runs else None,
-            last_error=runs[n].last_error if n in runs else None,
-        )
-        for n in names
-    ]
-    by_state: dict[Any, int] = dict(
-        (
-            await session.exec(
-                select(Result.server_state, func.count()).group_by(col(Result.server_state))
-            )
-        ).all()
-    )
-
-    async def count(stmt: Any) -> int:
-        return int((await session.exec(stmt)).one() or 0)
-
-    wu_active = await count(
-        select(func.count()).select_from(WorkUnit).where(WorkUnit.state == WorkUnitState.active)
-    )
-    wu_validate = await count(
-        select(func.count())
-        .select_from(WorkUnit)
-        .where(col(WorkUnit.need_validate).is_(True), WorkUnit.state == WorkUnitState.active)
-    )
-    last_hour = await count(
-        select(func.count()).select_from(Result).where(col(Result.received_at) >= now - 3600)
-    )
-    last_day = await count(
-        select(func.count()).select_from(Result).where(col(Result.received_at) >= now - DAY_S)
-    )
-    hosts_total = await count(select(func.count()).select_from(Host))
-    hosts_day = await count(
-        select(func.count()).select_from(Host).where(Host.last_contact >= now - DAY_S)
-    )
-    jobs_running = await count(
-        select(func.count())
-        .select_from(Job)
-        .where(col(Job.state).in_([JobState.pending, JobState.running]))
-    )
-    blob_count, blob_bytes = (
-        await session.exec(select(func.count(), func.coalesce(func.sum(Blob.size), 0)))
-    ).one()
-    return StatusPage(
-        daemons=daemons,
-        results_unsent=int(by_state.get(ServerState.unsent, 0)),
-        results_in_progress=int(by_state.get(ServerState.in_progress, 0)),
-        workunits_active=wu_active,
-        workunits_need_validate=wu_validate,
-        results_last_hour=last_hour,
-        results_last_day=last_day,
-        hosts_total=hosts_total,
-        hosts_active_day=hosts_day,
-        jobs_running=jobs_running,
-        blob_count=int(blob_count),
-        blob_bytes=int(blob_bytes),
     )
 
 

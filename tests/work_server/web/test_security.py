@@ -299,6 +299,18 @@ async def test_pages_send_security_headers(logged_in: Client) -> None:
     assert r.headers["Cache-Control"] == "no-store"
 
 
+async def test_every_html_answer_has_the_headers_and_json_keeps_its_own(client: Client) -> None:
+    public = await client.get("/server-status")
+    assert "frame-ancestors 'none'" in public.headers["Content-Security-Policy"]
+    assert "Cache-Control" not in public.headers  # nothing private on it
+    refused = await client.get("/dashboard/live")  # a fragment without a session: HTML 401
+    assert refused.status == 401 and refused.content_type == "text/html"
+    assert refused.headers["X-Frame-Options"] == "DENY"
+    api = await client.get("/api/v1/status")
+    assert api.content_type == "application/json"
+    assert "Content-Security-Policy" not in api.headers
+
+
 async def test_api_bearer_token_still_works_and_session_is_not_a_token(logged_in: Client) -> None:
     client = logged_in
     r = await client.get("/api/v1/jobs")
