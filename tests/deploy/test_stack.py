@@ -10,7 +10,6 @@ import ipaddress
 import json
 import os
 import secrets
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import pytest
 
 from tests.deploy.conftest import compose, compose_available
 from tests.requirements import require
+from work_server.launch import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -35,13 +35,6 @@ JOB: dict[str, Any] = {
     "batch_size": 32,
     "seed": 3,
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def _free_subnets(count: int) -> list[ipaddress.IPv4Network]:
@@ -88,13 +81,13 @@ def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], str, str]]:
     (tmp_path / "tls").mkdir()
     net, volunteers = _free_subnets(2)
     token = secrets.token_urlsafe(32)
-    http_port = _free_port()
+    http_port = free_port()
     env = {
         "COMPOSE_PROJECT_NAME": f"yadmltest{os.getpid()}",
         "YADML_DB_PASSWORD_FILE": str(password),
         "YADML_TLS_DIR": str(tmp_path / "tls"),
         "YADML_HTTP_PORT": str(http_port),
-        "YADML_HTTPS_PORT": str(_free_port()),
+        "YADML_HTTPS_PORT": str(free_port()),
         "YADML_OPERATOR_TOKEN": token,
         "YADML_BACKEND_SUBNET": str(net),
         "YADML_BACKEND_RANGE": f"{net.network_address + 128}/25",

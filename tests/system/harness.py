@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from work_server.launch import free_port, serve_command, spawn, stop_process, wait_healthy
 
 OPERATOR = "system-test-operator-token"
 FAST_DAEMONS = [
@@ -27,12 +28,6 @@ FAST_DAEMONS = [
     "--retry-after",
     "0.3",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
@@ -66,41 +61,18 @@ class ServerProcess:
     def start(self) -> None:
         self.starts += 1
         env = {**os.environ, "YADML_OPERATOR_TOKEN": OPERATOR}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "work_server",
-                    "serve",
-                    "--port",
-                    str(self.port),
-                    "--state-dir",
-                    str(self.root / "var"),
-                    "--runs-dir",
-                    str(self.root / "runs"),
-                    *FAST_DAEMONS,
-                    *self.extra_args,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        wait_until(self._healthy, self.start_timeout, f"server health (log: {self.log})")
-
-    def _healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"server exited: {self.log.read_text()[-3000:]}")
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        cmd = serve_command(
+            port=self.port,
+            state_dir=self.root / "var",
+            runs_dir=self.root / "runs",
+            extra=[*FAST_DAEMONS, *self.extra_args],
+        )
+        self.proc = spawn(cmd, log_path=self.log, env=env)
+        wait_healthy(self.url, self.proc, timeout_s=self.start_timeout, log_path=self.log)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=30)
+        if self.proc is not None:
+            stop_process(self.proc, sig=sig, timeout_s=30)
 
     def api(self, method: str, path: str, **kw: Any) -> httpx.Response:
         return httpx.request(
@@ -143,24 +115,15 @@ class ClientProcess:
         )
 
     def start(self, *extra: str) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self._cmd(
-                    "run", "--threads", "1", "--heartbeat-s", "1", "--backoff-max-s", "2", *extra
-                ),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.proc = spawn(
+            self._cmd(
+                "run", "--threads", "1", "--heartbeat-s", "1", "--backoff-max-s", "2", *extra
+            ),
+            log_path=self.log,
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout=10)
+        return None if self.proc is None else stop_process(self.proc, sig=sig, timeout_s=timeout)
 
     def units_in_flight(self) -> list[Path]:
         return [p for p in (self.state_dir / "units").glob("*") if p.is_dir()]

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import pytest
 
 from volunteer_client.api import ServerAPI
 from volunteer_client.state import StateDir
+from work_server.launch import free_port
 
 from .fake_server import TOKEN, FakeWorkServer, serve
 
@@ -35,7 +35,4 @@ def state(tmp_path: Path) -> StateDir:
 @pytest.fixture
 def dead_url() -> str:
     """A loopback URL where nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"

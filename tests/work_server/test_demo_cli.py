@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from work_server import demo
+from work_server.launch import free_port
 from yadml_common.wire import JobSpec
 
 
@@ -153,7 +154,7 @@ def test_pick_port_moves_off_a_busy_port() -> None:
         assert moved
         assert port != taken
         assert demo.port_is_free(port)
-    free = demo.free_port()
+    free = free_port()
     assert demo.pick_port(free) == (free, False)
 
 
@@ -173,13 +174,6 @@ def test_prepare_state_dir_wipes_only_its_own(tmp_path: Path) -> None:
     with pytest.raises(demo.DemoError, match="not created by the demo"):
         demo.prepare_state_dir(foreign, reuse=False)
     assert (foreign / "precious").exists()
-
-
-def test_log_tail(tmp_path: Path) -> None:
-    log = tmp_path / "server.log"
-    log.write_text("".join(f"line {i}\n" for i in range(100)))
-    assert demo.log_tail(log, 3) == "line 97\nline 98\nline 99"
-    assert "cannot read" in demo.log_tail(tmp_path / "missing.log")
 
 
 def test_update_encoding_option_reaches_the_job_spec() -> None:

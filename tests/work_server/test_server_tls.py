@@ -7,16 +7,14 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.system.harness import free_port
 from tests.tlsutil import self_signed
 from volunteer_client.api import ServerAPI, tls_context
 from volunteer_client.errors import TransientError
+from work_server.launch import free_port, serve_command, spawn, stop_process, wait_healthy
 
 
 def test_https_server(tmp_path: Path) -> None:
@@ -32,24 +30,18 @@ def test_https_server(tmp_path: Path) -> None:
     fingerprint = show.stdout.strip().splitlines()[-1]
     assert fingerprint.startswith("SHA256:")
     port = free_port()
-    log = (tmp_path / "server.log").open("wb")
+    log = tmp_path / "server.log"
     env = {**os.environ, "YADML_OPERATOR_TOKEN": "tls-test-operator"}
-    cmd = [sys.executable, "-m", "work_server", "serve", "--port", str(port)]
-    cmd += ["--state-dir", str(state), "--runs-dir", str(tmp_path / "runs"), "--no-daemons"]
-    cmd += ["--tls-cert", str(cert), "--tls-key", str(key)]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    cmd = serve_command(
+        port=port,
+        state_dir=state,
+        runs_dir=tmp_path / "runs",
+        extra=["--no-daemons", "--tls-cert", str(cert), "--tls-key", str(key)],
+    )
+    proc = spawn(cmd, log_path=log, env=env)
     url = f"https://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(f"{url}/healthz", verify=tls_context(cert), timeout=1).is_success:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.3)
+        wait_healthy(url, proc, timeout_s=60, log_path=log, verify=tls_context(cert))
 
         async def check() -> None:
             async with ServerAPI(base_url=url, ca_cert=cert, timeout=5.0) as api:
@@ -64,6 +56,4 @@ def test_https_server(tmp_path: Path) -> None:
         asyncio.run(check())
         assert fingerprint in (tmp_path / "server.log").read_text()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+        stop_process(proc)

@@ -14,7 +14,6 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 
 from work_server.demo.options import (
@@ -26,22 +25,28 @@ from work_server.demo.options import (
     Terminated,
     attack_plan,
 )
+from work_server.launch import (
+    ServerStartError,
+    free_port,
+    log_tail,
+    serve_command,
+    spawn,
+    wait_healthy,
+)
 
 # --------------------------------------------------------------------------- commands
 
 
 def server_command(opts: DemoOptions, port: int) -> list[str]:
-    cmd = [
-        sys.executable, "-m", "work_server", "serve",
-        "--host", HOST,
-        "--port", str(port),
-        "--state-dir", str(opts.state_dir),
-        "--runs-dir", str(opts.runs_dir),
-        "--interval-transitioner", DAEMON_INTERVAL_S,
-        "--interval-validator", DAEMON_INTERVAL_S,
-        "--interval-aggregator", DAEMON_INTERVAL_S,
-        "--retry-after", DAEMON_INTERVAL_S,
-    ]  # fmt: skip
+    cmd = serve_command(
+        host=HOST, port=port, state_dir=opts.state_dir, runs_dir=opts.runs_dir,
+        extra=[
+            "--interval-transitioner", DAEMON_INTERVAL_S,
+            "--interval-validator", DAEMON_INTERVAL_S,
+            "--interval-aggregator", DAEMON_INTERVAL_S,
+            "--retry-after", DAEMON_INTERVAL_S,
+        ],
+    )  # fmt: skip
     if opts.data_dir is not None:
         cmd += ["--data-dir", str(opts.data_dir)]
     if opts.worker_image is not None and opts.executor == "docker":
@@ -105,13 +110,6 @@ def port_is_free(port: int, host: str = HOST) -> bool:
     return True
 
 
-def free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def pick_port(preferred: int, host: str = HOST) -> tuple[int, bool]:
     """``(port, moved)``: the preferred port if it is free, else an OS-chosen free one."""
     if preferred != 0 and port_is_free(preferred, host):
@@ -135,15 +133,6 @@ def prepare_state_dir(path: Path, *, reuse: bool) -> None:
     (path / STATE_MARKER).write_text("state directory of `python -m work_server.demo`\n")
 
 
-def log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(cannot read {path}: {exc})"
-    tail = text.splitlines()[-lines:]
-    return "\n".join(tail) if tail else f"({path} is empty)"
-
-
 # --------------------------------------------------------------------------- processes
 
 
@@ -161,16 +150,8 @@ def start_child(name: str, cmd: Sequence[str], log_path: Path, env: Mapping[str,
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         log.write(f"\n### {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(cmd)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(
-            list(cmd),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(env),
-            # Own process group: Ctrl-C reaches only the demo, which stops children in order.
-            start_new_session=True,
-        )
+    # Own process group: Ctrl-C reaches only the demo, which stops children in order.
+    proc = spawn(cmd, log_path=log_path, env=env, new_session=True)
     return Child(name=name, proc=proc, log_path=log_path)
 
 
@@ -238,23 +219,17 @@ class Demo:
             )
 
     def wait_healthy(self, url: str) -> None:
-        deadline = time.monotonic() + self.opts.startup_timeout_s
-        with httpx.Client(timeout=2.0) as http:
-            while True:
-                self.check_server()
-                try:
-                    if http.get(f"{url}/healthz").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    log = self.opts.state_dir / "server.log"
-                    raise DemoError(
-                        f"the server did not answer GET {url}/healthz within "
-                        f"{self.opts.startup_timeout_s:.0f} s; last lines of {log}:\n"
-                        f"{log_tail(log)}"
-                    )
-                time.sleep(0.2)
+        if self.server is None:
+            raise DemoError("the server was not started")
+        try:
+            wait_healthy(
+                url,
+                self.server.proc,
+                timeout_s=self.opts.startup_timeout_s,
+                log_path=self.server.log_path,
+            )
+        except ServerStartError as exc:
+            raise DemoError(str(exc)) from None
 
     def start_clients(self, url: str) -> None:
         """Attach every volunteer (in parallel), then start their ``run`` daemons."""
