@@ -136,18 +136,31 @@ def start_server(
     return proc
 
 
+def stop_processes(
+    procs: Sequence[subprocess.Popen[bytes]],
+    *,
+    timeout_s: float = 30.0,
+    sig: int = signal.SIGTERM,
+) -> list[int]:
+    """Send ``sig`` to each process still running (all first, so they stop in parallel), wait
+    up to ``timeout_s`` for them all, then SIGKILL the rest. Returns the exit codes."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return [proc.wait() for proc in procs]
+
+
 def stop_process(
     proc: subprocess.Popen[bytes], *, timeout_s: float = 30.0, sig: int = signal.SIGTERM
 ) -> int:
-    """Send ``sig`` (unless it already exited), wait up to ``timeout_s``, then SIGKILL.
-    Returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            return proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
+    """:func:`stop_processes` for one process."""
+    return stop_processes([proc], timeout_s=timeout_s, sig=sig)[0]
 
 
 def _tail(log_path: Path | None) -> str:

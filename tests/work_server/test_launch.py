@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from work_server.launch import (
     spawn,
     start_server,
     stop_process,
+    stop_processes,
     wait_healthy,
 )
 
@@ -82,3 +85,17 @@ def test_start_server_waits_until_it_answers(tmp_path: Path) -> None:
     finally:
         stop_process(proc)
     assert proc.poll() is not None
+
+
+def test_stop_processes_stops_them_together_and_kills_the_stubborn(tmp_path: Path) -> None:
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    stubborn += "print('ready', flush=True); time.sleep(60)"
+    procs = [
+        spawn([sys.executable, "-c", "import time; time.sleep(60)"], log_path=tmp_path / "a"),
+        spawn([sys.executable, "-c", stubborn], log_path=tmp_path / "b"),
+    ]
+    for _ in range(300):  # until it ignores SIGTERM
+        if "ready" in (tmp_path / "b").read_text():
+            break
+        time.sleep(0.1)
+    assert stop_processes(procs, timeout_s=1) == [-signal.SIGTERM, -signal.SIGKILL]
