@@ -4,10 +4,12 @@
 #   yadml-client:local   wheelhouse made on the host (target client: the volunteer daemon)
 #   yadml-postgres:local deploy/images/postgres on a debootstrap rootfs with postgresql-15
 #   yadml-proxy:local    deploy/images/proxy on a debootstrap rootfs with nginx-light
+#                        (the rootfs images, and the app's base: images/build_rootfs.sh)
 # Idempotent: an image whose org.yadml.build-hash label matches its inputs is kept.
 #
 # usage: deploy/build_images.sh [app|postgres|proxy ...]   (default: all)
-# env:   PYTHON (default .venv/bin/python), BASE_IMAGE (default: images/build_base.sh's),
+# env:   PYTHON (default .venv/bin/python), BASE_IMAGE (default: the worker's local base,
+#        `images/build_rootfs.sh base python3`), DEBIAN_MIRROR (see images/build_rootfs.sh),
 #        FORCE=1 to rebuild anyway
 set -euo pipefail
 
@@ -25,7 +27,7 @@ current() {  # current TAG HASH: the image exists with that build hash
 
 build_app() {
   local base base_id sources hash ctx wheelhouse version
-  base=${BASE_IMAGE:-$(images/build_base.sh | tail -n 1)}
+  base=${BASE_IMAGE:-$(images/build_rootfs.sh base python3 | tail -n 1)}
   base_id=$(docker image inspect --format '{{.Id}}' "$base")
   # Everything that ends up in the image: the packages (tracked and new files), the
   # pinned versions of the .venv, the image's own files.
@@ -96,9 +98,10 @@ for item in json.load(open(sys.argv[1]))["install"]:
   rm -rf "$ctx"
 }
 
-build_rootfs_image() {  # build_rootfs_image NAME PACKAGES
-  local name=$1 packages=$2 rootfs rootfs_id hash
-  rootfs=$(deploy/images/build_rootfs.sh "$name" "$packages" | tail -n 1)
+build_rootfs_image() {  # build_rootfs_image NAME PACKAGE...
+  local name=$1 rootfs rootfs_id hash
+  shift
+  rootfs=$(images/build_rootfs.sh "$name" "$@" | tail -n 1)
   rootfs_id=$(docker image inspect --format '{{.Id}}' "$rootfs")
   hash=$({ echo "rootfs $rootfs_id"; sha256sum deploy/images/"$name"/*; } | sha256sum | cut -c1-16)
   if current "yadml-$name:local" "$hash"; then

@@ -2,7 +2,7 @@
 # Build the worker image (images/worker/Dockerfile) with no registry and no download inside
 # the build:
 #   1. the base: BASE_IMAGE if set (e.g. python:3.11-slim-bookworm for users with a
-#      registry), else the local debootstrap base of images/build_base.sh;
+#      registry), else the local debootstrap base (images/build_rootfs.sh base python3);
 #   2. a wheelhouse on the host (build/wheelhouse, kept between builds: `pip download` of
 #      images/worker/requirements.txt plus pip itself);
 #   3. a build context (build/worker-context) with the wheelhouse (hard links), the
@@ -24,7 +24,7 @@ export DOCKER_BUILDKIT=0  # the classic builder: no buildx plugin needed
 
 base=${BASE_IMAGE:-}
 if [[ -z "$base" ]]; then
-  base=$(images/build_base.sh | tail -n 1)
+  base=$(images/build_rootfs.sh base python3 | tail -n 1)
 fi
 base_id=$(docker image inspect --format '{{.Id}}' "$base")
 
