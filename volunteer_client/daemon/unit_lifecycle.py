@@ -125,14 +125,14 @@ class UnitLifecycle:
                 return
             if recovered:
                 if self._clock() >= _deadline(record.assignment):
-                    await self.fail(unit, "aborted", "client restarted after deadline")
+                    await self._fail(unit, "aborted", "client restarted after deadline")
                     return
                 log.info("unit %d: resuming", rid)
             try:
                 result = await self._execute(unit)
             except ExecutionFailed as exc:
                 log.warning("unit %d: failed: %s", rid, exc.reason)
-                await self.fail(unit, exc.reason, exc.detail)
+                await self._fail(unit, exc.reason, exc.detail)
                 return
             log.info("unit %d: trained in %.1f s", rid, result.elapsed_s)
             self._set(unit, "uploading")
@@ -149,9 +149,9 @@ class UnitLifecycle:
         except Exception as exc:  # a bug or a local problem (disk full...): report, move on
             log.exception("unit %d: unexpected error", rid)
             with contextlib.suppress(Exception):
-                await self.fail(unit, "other", f"{type(exc).__name__}: {exc}")
+                await self._fail(unit, "other", f"{type(exc).__name__}: {exc}")
 
-    async def fail(self, unit: Unit, reason: FailureReason, detail: str) -> None:
+    async def _fail(self, unit: Unit, reason: FailureReason, detail: str) -> None:
         """Persist the failure (so a restart still reports it), then report it."""
         self._set(unit, "reporting", PendingFailure(reason=reason, detail=detail[-16384:]))
         await self._report(unit)
@@ -252,7 +252,7 @@ class UnitLifecycle:
         size = output.stat().st_size
         if size > spec.max_bytes:
             detail = f"output is {size} bytes, over the limit of {spec.max_bytes}"
-            await self.fail(unit, "other", detail)
+            await self._fail(unit, "other", detail)
             return
         upload = functools.partial(self._api.upload_result, rid, output, url=spec.url)
         deadline = _deadline(unit.record.assignment)
@@ -264,7 +264,7 @@ class UnitLifecycle:
             raise
         except PayloadRejected as exc:
             log.warning("unit %d: the server rejected the output: %s", rid, exc)
-            await self.fail(unit, "other", f"upload rejected: {exc}")
+            await self._fail(unit, "other", f"upload rejected: {exc}")
             return
         except Rejected as exc:  # not ours, another upload exists, or no longer wanted
             log.warning("unit %d: upload refused (%s); dropped", rid, exc)

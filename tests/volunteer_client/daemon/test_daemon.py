@@ -230,13 +230,24 @@ async def test_abort_from_heartbeat_cancels_the_unit(
     fake_server: FakeWorkServer, api: ServerAPI, state: StateDir
 ) -> None:
     fake_server.add_unit(1)
-    fake_server.abort = {1}
     executor = FakeExecutor(block=True)
     daemon = _daemon(api, state, executor, heartbeat_s=0.05)
-    assert await asyncio.wait_for(daemon.run_once(), timeout=10) == 1
+    runner = asyncio.create_task(daemon.run_once())
+
+    async def progress_reported() -> None:
+        # Heartbeats run on real time: on a loaded machine the first ones may go out
+        # while the unit still downloads, so wait for one that carries its progress.
+        while not any(
+            (u.result_id, u.fraction_done) == (1, 0.25)
+            for beat in fake_server.heartbeats
+            for u in beat.running
+        ):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(progress_reported(), timeout=10)
+    fake_server.abort = {1}
+    assert await asyncio.wait_for(runner, timeout=10) == 1
     assert executor.cancelled == 1
-    assert fake_server.heartbeats[0].running[0].result_id == 1
-    assert fake_server.heartbeats[0].running[0].fraction_done == 0.25
     assert fake_server.uploads == {} and fake_server.failures == {}
     assert _units_left(state) == []
 
