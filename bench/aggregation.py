@@ -108,8 +108,7 @@ def run_cell(model: str, k: int, policy: str) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from work_server.merge import get_policy
-    from yadml_common.wire import MergeSpec
+    from work_server.merge import get_policy, parse_merge_spec
 
     torch.set_num_threads(1)
     shapes = MODELS[model]
@@ -129,7 +128,7 @@ def run_cell(model: str, k: int, policy: str) -> dict[str, Any]:
 
     floor_s = _best_time(floor)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    spec = MergeSpec(method=policy)
+    spec = parse_merge_spec({"method": policy})
     merge = get_policy(spec)
     updates = LazyUpdates(pool, k)
     policy_s = _best_time(lambda: merge.merge(updates, previous))

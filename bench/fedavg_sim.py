@@ -4,33 +4,28 @@ split the train set -> each round, train every shard with the volunteer trainer'
 :func:`yadml_trainer.trainer.train_state` starting from the global weights (a fresh
 optimizer per client and round) -> merge with the job's policy -> evaluate on the test set.
 
-    .venv/bin/python bench/fedavg_sim.py --dataset mnist --rounds 5 --shards 4 --threads 2
+    .venv/bin/python -m bench.fedavg_sim --dataset mnist --rounds 5 --shards 4 --threads 2
 
 Prints one line per round and writes ``bench/results/fedavg_<dataset>.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from work_server.merge import Update, get_policy
+from bench import common
+from work_server.job_spec import SplitSpec
+from work_server.merge import Update, get_policy, parse_merge_spec
 from work_server.ml.datasets import load_dataset
 from work_server.ml.evaluate import evaluate
 from work_server.ml.split import split_indices
-from yadml_common.wire import MergeSpec, SplitSpec, TaskConfig
+from yadml_common.wire import TaskConfig
 from yadml_trainer.models import initial_state
 from yadml_trainer.training import train_state
-
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def unit_seed(job_seed: int, round_number: int, shard: int) -> int:
@@ -39,7 +34,7 @@ def unit_seed(job_seed: int, round_number: int, shard: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p = common.bench_parser(__doc__, results=None)
     p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist", "digits"])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--shards", type=int, default=4)
@@ -55,9 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--output", type=Path, default=None)
+    common.add_seed(p)
+    common.add_threads(p, default=2, help="torch threads")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -67,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         (torch.from_numpy(ds.train_images[idx]), torch.from_numpy(ds.train_labels[idx]))
         for idx in shards
     ]
-    policy = get_policy(MergeSpec(method=args.merge))
+    policy = get_policy(parse_merge_spec({"method": args.merge}))
     weights = initial_state("lenet", args.seed)
     rounds: list[dict[str, float]] = []
     started = time.perf_counter()
@@ -113,19 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     total = time.perf_counter() - started
     print(f"final accuracy {rounds[-1]['accuracy']:.4f} after {args.rounds} rounds, {total:.1f}s")
-    out = args.output or RESULTS_DIR / f"fedavg_{args.dataset}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "torch": torch.__version__,
-                "rounds": rounds,
-                "wall_s": total,
-            },
-            indent=2,
-        )
-        + "\n"
+    common.write_results(
+        args.output or common.results_path(f"fedavg_{args.dataset}"),
+        {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "torch": torch.__version__,
+            "rounds": rounds,
+            "wall_s": total,
+        },
     )
     return 0
 

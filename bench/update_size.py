@@ -10,49 +10,40 @@ and aggregator's :func:`work_server.ml.updates.decode_result`, merges with the j
 (simple average) and evaluates on the 10,000 test images. Training is deterministic, so the
 runs differ only by the encoding. The fp32 run is the baseline of the same invocation.
 
-    .venv/bin/python bench/update_size.py            # 3 rounds, seed 0 (about 3 minutes)
-    .venv/bin/python bench/update_size.py --full     # 5 rounds, seeds 0 1 2
+    .venv/bin/python -m bench.update_size            # 3 rounds, seed 0 (about 3 minutes)
+    .venv/bin/python -m bench.update_size --full     # 5 rounds, seeds 0 1 2
 
 Writes ``bench/results/update_size.json``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from fedavg_sim import unit_seed  # noqa: E402
-
-from work_server.merge import Update, get_policy  # noqa: E402
-from work_server.ml.datasets import load_dataset  # noqa: E402
-from work_server.ml.evaluate import evaluate  # noqa: E402
-from work_server.ml.shards import encode_shard, encode_weights  # noqa: E402
-from work_server.ml.split import split_indices  # noqa: E402
-from work_server.ml.updates import decode_result  # noqa: E402
-from yadml_common.encoding import ENCODINGS  # noqa: E402
-from yadml_common.wire import (  # noqa: E402
+from bench import common
+from bench.fedavg_sim import unit_seed
+from work_server.job_spec import SplitSpec
+from work_server.merge import SimpleAverageSpec, Update, get_policy
+from work_server.ml.datasets import load_dataset
+from work_server.ml.evaluate import evaluate
+from work_server.ml.shards import encode_shard, encode_weights
+from work_server.ml.split import split_indices
+from work_server.ml.updates import decode_result
+from yadml_common.encoding import ENCODINGS
+from yadml_common.wire import (
     REPORT_METADATA_KEY,
-    MergeSpec,
-    SplitSpec,
     TaskConfig,
     UpdateEncoding,
 )
-from yadml_trainer.models import initial_state  # noqa: E402
-from yadml_trainer.trainer import encode_output  # noqa: E402
-from yadml_trainer.training import train_state  # noqa: E402
+from yadml_trainer.models import initial_state
+from yadml_trainer.trainer import encode_output
+from yadml_trainer.training import train_state
 
-RESULTS = ROOT / "bench" / "results"
 #: the target: at least this much smaller than fp32 ...
 TARGET_RATIO = 2.0
 #: ... for at most this accuracy loss, in percentage points
@@ -68,7 +59,7 @@ def run(
     seed: int,
     threads: int,
 ) -> dict[str, Any]:
-    policy = get_policy(MergeSpec())
+    policy = get_policy(SimpleAverageSpec())
     weights = initial_state("lenet", seed)
     up: list[int] = []
     down = len(encode_weights(weights))
@@ -99,24 +90,18 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p = common.bench_parser(__doc__, results="update_size")
     p.add_argument("--full", action="store_true", help="5 rounds, seeds 0 1 2")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist", "digits"])
-    p.add_argument(
-        "--threads", type=int, default=1, help="torch threads (more oversubscribe a busy machine)"
-    )
-    p.add_argument("--output", type=Path, default=RESULTS / "update_size.json")
+    common.add_threads(p, default=1, help="torch threads (more oversubscribe a busy machine)")
     args = p.parse_args(argv)
     rounds = args.rounds or (5 if args.full else 3)
     seeds = args.seeds or ([0, 1, 2] if args.full else [0])
 
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
+    console = common.console()
     torch.set_num_threads(args.threads)
     ds = load_dataset(args.dataset)
     test = (ds.test_images, ds.test_labels)
@@ -157,12 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         }
 
     shard_mean = statistics.fmean(shard_bytes)
-    table = Table(
-        title=f"update size, {args.dataset}, {args.shards} clients, {rounds} rounds, "
-        f"seeds {' '.join(map(str, seeds))}"
+    table = common.table(
+        f"update size, {args.dataset}, {args.shards} clients, {rounds} rounds, "
+        f"seeds {' '.join(map(str, seeds))}",
+        ["encoding", "up/unit", "smaller", "down/unit", "accuracy", "Δ pt", "target"],
     )
-    for col in ("encoding", "up/unit", "smaller", "down/unit", "accuracy", "Δ pt", "target"):
-        table.add_column(col, justify="right")
     for name, s in summary.items():
         table.add_row(
             name,
@@ -182,22 +166,18 @@ def main(argv: list[str] | None = None) -> int:
         f"minus fp32's with the same seed. Target: >= {TARGET_RATIO:.0f}x smaller at "
         f"<= {TARGET_LOSS_PT} pt accuracy loss."
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                "dataset": args.dataset,
-                "shards": args.shards,
-                "rounds": rounds,
-                "seeds": seeds,
-                "shard_bytes_mean": shard_mean,
-                "summary": summary,
-                "runs": runs,
-                "torch": torch.__version__,
-            },
-            indent=2,
-        )
-        + "\n"
+    common.write_results(
+        args.output,
+        {
+            "dataset": args.dataset,
+            "shards": args.shards,
+            "rounds": rounds,
+            "seeds": seeds,
+            "shard_bytes_mean": shard_mean,
+            "summary": summary,
+            "runs": runs,
+            "torch": torch.__version__,
+        },
     )
     return 0
 

@@ -25,12 +25,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.blobs import BlobStore
 from work_server.db.models import Blob, Job, JobState, Round, WorkUnit
+from work_server.job_spec import JobSpec
 from work_server.ml.datasets import load_dataset
 from work_server.ml.shards import encode_shard, encode_weights
 from work_server.ml.split import split_indices
 from work_server.ml.uploaded import decode_dataset
 from work_server.services import trust
-from yadml_common.wire import JobSpec, TaskConfig
+from yadml_common.wire import TaskConfig
 from yadml_trainer.models import initial_state
 
 #: ``max_output_bytes`` of a work unit = this many times the weights blob, plus slack for the

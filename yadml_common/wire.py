@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 API_PREFIX = "/api/v1"
 
@@ -37,7 +37,7 @@ IMAGE_DIGEST_PATTERN = r"^([a-z0-9][a-z0-9._/:-]*@)?sha256:[0-9a-f]{64}$"
 ShortText = Annotated[str, Field(min_length=1, max_length=128)]
 
 
-def _default_runtimes() -> list[Runtime]:
+def default_runtimes() -> list[Runtime]:
     return ["process"]
 
 
@@ -64,7 +64,7 @@ class HostRegisterRequest(WireModel):
     arch: ShortText = "unknown"
     cpus: int = Field(default=1, ge=1, le=4096)
     memory_mb: int = Field(default=1024, ge=64, le=16 * 1024 * 1024)
-    runtimes: list[Runtime] = Field(default_factory=_default_runtimes, min_length=1, max_length=3)
+    runtimes: list[Runtime] = Field(default_factory=default_runtimes, min_length=1, max_length=3)
 
 
 class HostRegisterResponse(WireModel):
@@ -215,161 +215,7 @@ class TrainReport(WireModel):
     epochs: int = Field(default=1, ge=1)
 
 
-# --------------------------------------------------------------------------- jobs (operator)
-
-
-class SplitSpec(WireModel):
-    method: Literal["random", "stratified", "dirichlet", "shards"] = "stratified"
-    alpha: float = Field(default=0.5, gt=0, le=1000, description="dirichlet concentration")
-    labels_per_shard: int = Field(default=2, ge=1, le=1000, description="'shards' method")
-
-
-class MergeSpec(WireModel):
-    """How a round's canonical results are combined (``work_server.merge``).
-
-    Order of operations in the aggregator: screening (``screen_norm_ratio``) drops outlying
-    updates, clipping (``clip_norm``) bounds the rest, then ``method`` combines them.
-    """
-
-    method: Literal[
-        "simple_average", "median", "trimmed_mean", "regularized", "krum", "multi_krum"
-    ] = "simple_average"
-    trim_ratio: float = Field(default=0.1, ge=0, lt=0.5, description="trimmed_mean: cut per side")
-    factor: float = Field(
-        default=0.5,
-        ge=0,
-        le=1,
-        description="regularized: new = factor*previous + (1-factor)*sample-weighted average",
-    )
-    byzantine_f: int | None = Field(
-        default=None,
-        ge=0,
-        le=498,
-        description="krum/multi_krum: assumed Byzantine updates per round; default "
-        "floor((K-3)/2) for K updates; lowered to that when a round has too few updates",
-    )
-    multi_krum_m: int | None = Field(
-        default=None,
-        ge=1,
-        le=1000,
-        description="multi_krum: how many lowest-score updates are averaged; default and "
-        "at most K - f",
-    )
-    clip_norm: float | None = Field(
-        default=None,
-        gt=0,
-        allow_inf_nan=False,
-        description="any method: clip each update's delta from the previous weights to this "
-        "L2 norm (over all float tensors) before merging; None = off",
-    )
-    screen_norm_ratio: float | None = Field(
-        default=None,
-        ge=1,
-        allow_inf_nan=False,
-        description="any method: reject (as invalid) updates whose delta norm exceeds this "
-        "times the round's median delta norm (rounds of 3+ updates), and non-finite ones; "
-        "None = off",
-    )
-
-
-class ReplicationPolicy(WireModel):
-    min_quorum: int = Field(default=1, ge=1, le=10)
-    target_nresults: int = Field(default=1, ge=1, le=20)
-    max_error_results: int = Field(default=3, ge=0, le=100)
-    max_total_results: int = Field(default=6, ge=1, le=100)
-    delay_bound_s: float = Field(default=600.0, gt=0, le=30 * 86400)
-    tolerance: float = Field(default=1e-4, ge=0, le=1, description="relative replica tolerance")
-    adaptive: bool = Field(
-        default=False,
-        description="BOINC adaptive replication: work units start unreplicated; a claim by a "
-        "host that is not trusted for the runtime (fewer than trust_threshold consecutive "
-        "valid results), or a random spot check, raises the unit to max(2, min_quorum) replicas",
-    )
-    trust_threshold: int = Field(default=10, ge=1, le=10000)
-    spot_check_rate: float = Field(default=0.1, ge=0, le=1)
-
-
-class JobSpec(WireModel):
-    dataset: Literal["mnist", "fashion-mnist", "digits", "upload"]
-    #: with ``dataset = "upload"``: the sha256 of a dataset uploaded from the web pages
-    dataset_sha256: Sha256 | None = None
-    model: Literal["lenet"] = "lenet"
-    shards: int = Field(default=4, ge=1, le=1000)
-    split: SplitSpec = Field(default_factory=SplitSpec)
-    merge: MergeSpec = Field(default_factory=MergeSpec)
-    rounds: int = Field(default=5, ge=1, le=1000)
-    local_epochs: int = Field(default=1, ge=1, le=100)
-    batch_size: int = Field(default=64, ge=1, le=8192)
-    lr: float = Field(default=0.001, gt=0, le=10)
-    optimizer: Literal["adam", "sgd"] = "adam"
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    update_encoding: UpdateEncoding = Field(
-        default="fp32",
-        description="how volunteers upload results: fp32 weights, or the delta from the "
-        "round's weights as fp16 (half the bytes) or int8 with per-channel scales (a quarter); "
-        "the server decodes to float32 before validation and merging. With replication, "
-        "int8 needs a tolerance of about 1e-3 (one quantisation step)",
-    )
-    replication: ReplicationPolicy = Field(default_factory=ReplicationPolicy)
-    runtimes: list[Runtime] = Field(default_factory=_default_runtimes, min_length=1, max_length=3)
-    round_min_fraction: float = Field(
-        default=1.0,
-        gt=0,
-        le=1,
-        description="after the round deadline, close the round once this fraction of its "
-        "work units has a canonical result",
-    )
-    round_timeout_s: float | None = Field(
-        default=None, gt=0, description="round deadline; default 2 x delay_bound_s"
-    )
-    train_subset: int | None = Field(
-        default=None,
-        ge=1,
-        description="use only this many training samples (a seeded random subset, taken "
-        "before splitting); None = all. For small benchmarks and demos",
-    )
-
-    @model_validator(mode="after")
-    def _uploaded_dataset(self) -> JobSpec:
-        if (self.dataset == "upload") != (self.dataset_sha256 is not None):
-            raise ValueError('dataset_sha256 is required with dataset "upload", and only then')
-        return self
-
-
-class RoundMetrics(WireModel):
-    round: int
-    accuracy: float
-    loss: float
-    precision_macro: float
-    recall_macro: float
-    f1_macro: float
-    roc_auc_macro: float
-    average_precision_macro: float
-    results_success: int
-    results_error: int
-    results_no_reply: int
-    duration_s: float
-
-
-JobState = Literal["pending", "running", "completed", "failed", "cancelled"]
-
-
-class JobStatus(WireModel):
-    id: int
-    state: JobState
-    spec: JobSpec
-    current_round: int
-    rounds: list[RoundMetrics]
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    error: str | None
-    model_sha256: str | None
-    report_path: str | None
-
-
-class JobList(WireModel):
-    jobs: list[JobStatus]
+# --------------------------------------------------------------------------- operator status
 
 
 class HostTrust(WireModel):

@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scalesim.engine import Engine, SimConfig
-from scalesim.hosts import HostModel
-from scalesim.report import analyse
-from scalesim.server import SimServer
-from yadml_common.wire import JobSpec, ReplicationPolicy
+from bench.scalesim.engine import Engine, SimConfig
+from bench.scalesim.hosts import HostModel
+from bench.scalesim.report import analyse
+from bench.scalesim.server import SimServer
+from work_server.job_spec import JobSpec, ReplicationPolicy
 
 #: the simulation starts here (a fixed UNIX time: runs are reproducible)
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z

@@ -29,17 +29,17 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.blobs import BlobStore
-from work_server.daemons import aggregator, file_deleter, transitioner, validator
+from work_server.daemons.roster import ROSTER, DaemonDeps
 from work_server.db.engine import create_schema, make_engine, make_sessionmaker, sqlite_url
 from work_server.db.models import Host, Job, Result, Round, ServerState
 from work_server.errors import Gone
+from work_server.job_spec import JobSpec
 from work_server.ml.shards import decode_weights, encode_weights
 from work_server.services import dispatch, hosts, jobs, uploads
 from yadml_common.wire import (
     REPORT_METADATA_KEY,
     FailureReport,
     HeartbeatRequest,
-    JobSpec,
     RunningUnit,
     TrainReport,
 )
@@ -47,7 +47,6 @@ from yadml_common.wire import (
 T = TypeVar("T")
 #: simulated outputs kept (both replicas of a unit upload the same bytes); ~250 kB each
 PAYLOAD_CACHE = 1200
-DAEMONS = (transitioner.NAME, validator.NAME, aggregator.NAME, file_deleter.NAME)
 
 
 @dataclass
@@ -93,6 +92,10 @@ class SimServer:
         self.specs = uploads.WeightsSpecCache(self.blobs)
         self.runs_dir = root / "runs"
         self.blob_grace_s = blob_grace_s
+        self.daemon_deps = DaemonDeps(
+            blobs=self.blobs, runs_dir=self.runs_dir, blob_grace_s=blob_grace_s
+        )
+        self.daemon_specs = {spec.name: spec for spec in ROSTER}
         self.log = CpuLog()
         self.tokens: list[str] = []
         self.host_ids: list[int] = []
@@ -224,19 +227,11 @@ class SimServer:
         """One pass, logged also as ``<name>_busy`` (it handled something), ``<name>_idle``
         (a scheduled pass with nothing to do) or ``<name>_woken_idle`` (woken for nothing)."""
 
+        spec = self.daemon_specs[name]
+
         async def run() -> int:
             async with self.sessionmaker() as session:
-                if name == transitioner.NAME:
-                    return await transitioner.run_once(session, now)
-                if name == validator.NAME:
-                    return await validator.run_once(session, now, blobs=self.blobs)
-                if name == aggregator.NAME:
-                    return await aggregator.run_once(
-                        session, now, blobs=self.blobs, runs_dir=self.runs_dir
-                    )
-                return await file_deleter.run_once(
-                    session, now, blobs=self.blobs, grace_s=self.blob_grace_s
-                )
+                return await spec.run_once(session, now, self.daemon_deps)
 
         handled, cpu = await self._timed(name, run)
         split = f"{name}_busy" if handled else f"{name}_woken_idle" if woken else f"{name}_idle"

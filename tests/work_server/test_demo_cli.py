@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from work_server import demo
+from work_server.job_spec import JobSpec
 from work_server.launch import free_port
-from yadml_common.wire import JobSpec
 
 
 def test_defaults_build_the_documented_job() -> None:

@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 document of the HTTP API, built from the wire models themselves.
 
-Schemas come from ``yadml_common.wire`` (pydantic), so the document cannot drift from
-what the handlers validate; paths and status codes are listed here as the contract.
+Schemas come from the pydantic models (``yadml_common.wire``, and the operator's job models
+in ``work_server.job_spec`` and ``work_server.job_status``, whose ``merge`` is a union of the
+policies' specs told apart by ``method``), so the document cannot drift from what the
+handlers validate; paths and status codes are listed here as the contract.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from work_server.job_spec import JobSpec
+from work_server.job_status import JobList, JobStatus
 from yadml_common import __version__
 from yadml_common import wire as w
 
@@ -25,9 +29,9 @@ _MODELS: list[type[BaseModel]] = [
     w.HeartbeatRequest,
     w.HeartbeatResponse,
     w.UploadAccepted,
-    w.JobSpec,
-    w.JobStatus,
-    w.JobList,
+    JobSpec,
+    JobStatus,
+    JobList,
     w.ServerStatus,
     w.TrainReport,
     w.ProjectInfo,
@@ -221,19 +225,19 @@ def build_openapi() -> dict[str, Any]:
         f"{p}/jobs": {
             "post": _op(
                 "Start a training job",
-                ok={"201": _json(w.JobStatus, "Created")},
+                ok={"201": _json(JobStatus, "Created")},
                 errors=("400", "401", "409", "413", "422"),
-                body=_json_body(w.JobSpec),
+                body=_json_body(JobSpec),
                 security=OPERATOR_AUTH,
             ),
             "get": _op(
-                "List jobs", ok={"200": _json(w.JobList)}, errors=("401",), security=OPERATOR_AUTH
+                "List jobs", ok={"200": _json(JobList)}, errors=("401",), security=OPERATOR_AUTH
             ),
         },
         f"{p}/jobs/{{job_id}}": {
             "get": _op(
                 "Job status with per-round metrics",
-                ok={"200": _json(w.JobStatus)},
+                ok={"200": _json(JobStatus)},
                 errors=("400", "401", "404"),
                 security=OPERATOR_AUTH,
                 params=[_id_param("job_id")],
@@ -242,7 +246,7 @@ def build_openapi() -> dict[str, Any]:
         f"{p}/jobs/{{job_id}}/cancel": {
             "post": _op(
                 "Cancel a job",
-                ok={"200": _json(w.JobStatus)},
+                ok={"200": _json(JobStatus)},
                 errors=("400", "401", "404", "409"),
                 security=OPERATOR_AUTH,
                 params=[_id_param("job_id")],

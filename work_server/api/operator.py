@@ -13,9 +13,11 @@ from work_server import keys
 from work_server.api.common import int_param, json_body, json_response
 from work_server.auth import check_operator
 from work_server.errors import NotFound
+from work_server.job_spec import JobSpec
+from work_server.job_status import JobList
 from work_server.services import hosts, jobs
 from work_server.services.status import server_status
-from yadml_common.wire import API_PREFIX, HostBanStatus, JobList, JobSpec
+from yadml_common.wire import API_PREFIX, HostBanStatus
 
 log = logging.getLogger(__name__)
 

@@ -54,6 +54,7 @@ from work_server.db.models import (
     WorkUnit,
     WorkUnitState,
 )
+from work_server.job_spec import JobSpec
 from work_server.merge import Update, get_policy, screen_updates
 from work_server.ml.evaluate import Evaluation, evaluate
 from work_server.ml.shards import decode_shard, decode_weights, encode_weights
@@ -68,7 +69,7 @@ from work_server.rounds import (
     start_job,
 )
 from work_server.services import trust
-from yadml_common.wire import JobSpec, UpdateEncoding
+from yadml_common.wire import UpdateEncoding
 
 NAME = "aggregator"
 log = logging.getLogger(__name__)

@@ -15,10 +15,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.daemons import release_connection
 from work_server.db.models import Job, Round, RoundState
+from work_server.job_spec import JobSpec
+from work_server.job_status import RoundMetrics
 from work_server.ml.evaluate import METRIC_KEYS
 from work_server.report import write_report
 from work_server.rounds import INFO_CONFUSION
-from yadml_common.wire import JobSpec, RoundMetrics
 
 log = logging.getLogger(__name__)
 

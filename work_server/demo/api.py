@@ -8,12 +8,9 @@ import httpx
 import pydantic
 
 from work_server.demo.options import DemoError
-from yadml_common.wire import (
-    API_PREFIX,
-    JobSpec,
-    JobStatus,
-    ServerStatus,
-)
+from work_server.job_spec import JobSpec
+from work_server.job_status import JobStatus
+from yadml_common.wire import API_PREFIX, ServerStatus
 
 
 def submit_job(http: httpx.Client, spec: JobSpec) -> int:

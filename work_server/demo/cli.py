@@ -38,10 +38,8 @@ from work_server.demo.options import (
     build_job_spec,
 )
 from work_server.demo.processes import Demo, pick_port, prepare_state_dir
-from yadml_common.wire import (
-    JobSpec,
-    JobStatus,
-)
+from work_server.job_spec import JobSpec
+from work_server.job_status import JobStatus
 
 
 def _positive_int(text: str) -> int:

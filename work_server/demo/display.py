@@ -8,11 +8,8 @@ from pathlib import Path
 from rich import box
 from rich.table import Table
 
-from yadml_common.wire import (
-    JobStatus,
-    RoundMetrics,
-    ServerStatus,
-)
+from work_server.job_status import JobStatus, RoundMetrics
+from yadml_common.wire import ServerStatus
 
 
 def format_round(m: RoundMetrics, rounds: int) -> str:

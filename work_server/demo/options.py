@@ -8,12 +8,9 @@ from typing import Any, get_args
 
 import pydantic
 
-from yadml_common.wire import (
-    RUNTIMES,
-    JobSpec,
-    MergeSpec,
-    SplitSpec,
-)
+from work_server.job_spec import JobSpec, SplitSpec
+from work_server.merge import MERGE_METHODS as MERGE_METHODS  # the --merge choices
+from yadml_common.wire import RUNTIMES
 
 HOST = "127.0.0.1"
 FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
@@ -29,7 +26,6 @@ def _literal_choices(model: type[pydantic.BaseModel], name: str) -> tuple[str, .
 
 DATASETS = tuple(d for d in _literal_choices(JobSpec, "dataset") if d != "upload")
 SPLIT_METHODS = _literal_choices(SplitSpec, "method")
-MERGE_METHODS = _literal_choices(MergeSpec, "method")
 UPDATE_ENCODINGS = _literal_choices(JobSpec, "update_encoding")
 EXECUTORS: tuple[str, ...] = tuple(RUNTIMES)
 

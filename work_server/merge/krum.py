@@ -32,16 +32,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import torch
+from pydantic import Field
 
 from work_server.merge.base import MergePolicy, Update, combine, validate_updates
 from work_server.merge.simple_average import weighted_mean
+from work_server.merge.spec import MergeSpecBase
 
 __all__ = [
     "Krum",
+    "KrumSpec",
     "MultiKrum",
+    "MultiKrumSpec",
     "default_byzantine_f",
     "flatten_updates",
     "krum_scores",
@@ -193,3 +197,37 @@ class MultiKrum(MergePolicy):
         self, updates: Sequence[Update], previous: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         return _multi_krum(updates, previous, self.byzantine_f, self.m)
+
+
+#: ``f`` of both specs; None: :func:`default_byzantine_f` of each round's K
+ByzantineF = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=498,
+        description="assumed Byzantine updates per round; default floor((K-3)/2) for K "
+        "updates; lowered to that when a round has too few updates",
+    ),
+]
+
+
+class KrumSpec(MergeSpecBase):
+    method: Literal["krum"] = "krum"
+    byzantine_f: ByzantineF = None
+
+    def build(self) -> Krum:
+        return Krum(self.byzantine_f)
+
+
+class MultiKrumSpec(MergeSpecBase):
+    method: Literal["multi_krum"] = "multi_krum"
+    byzantine_f: ByzantineF = None
+    multi_krum_m: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="how many lowest-score updates are averaged; default and at most K - f",
+    )
+
+    def build(self) -> MultiKrum:
+        return MultiKrum(self.byzantine_f, self.multi_krum_m)

@@ -8,14 +8,15 @@ Sample counts are ignored: every update has one vote.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 
 from work_server.merge.base import MergePolicy, Update, coordinate_wise
 from work_server.merge.select import median_of_block
+from work_server.merge.spec import MergeSpecBase
 
-__all__ = ["Median", "coordinate_median"]
+__all__ = ["Median", "MedianSpec", "coordinate_median"]
 
 
 def coordinate_median(stacked: torch.Tensor) -> torch.Tensor:
@@ -39,3 +40,10 @@ class Median(MergePolicy):
         self, updates: Sequence[Update], previous: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         return coordinate_wise(updates, previous, median_of_block)
+
+
+class MedianSpec(MergeSpecBase):
+    method: Literal["median"] = "median"
+
+    def build(self) -> Median:
+        return Median()

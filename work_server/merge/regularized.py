@@ -10,14 +10,16 @@ from the update with the most samples, as in every policy.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field
 
 from work_server.merge.base import MergePolicy, Update
 from work_server.merge.simple_average import weighted_average
+from work_server.merge.spec import MergeSpecBase
 
-__all__ = ["Regularized", "blend"]
+__all__ = ["Regularized", "RegularizedSpec", "blend"]
 
 
 def blend(previous: torch.Tensor, average: torch.Tensor, factor: float) -> torch.Tensor:
@@ -49,3 +51,16 @@ class Regularized(MergePolicy):
             else avg
             for name, avg in average.items()
         }
+
+
+class RegularizedSpec(MergeSpecBase):
+    method: Literal["regularized"] = "regularized"
+    factor: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="new = factor*previous + (1-factor)*sample-weighted average",
+    )
+
+    def build(self) -> Regularized:
+        return Regularized(self.factor)

@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 
 from work_server.merge.base import MergePolicy, Update, linear_combine
+from work_server.merge.spec import MergeSpecBase
 
-__all__ = ["SimpleAverage", "weighted_average", "weighted_mean"]
+__all__ = ["SimpleAverage", "SimpleAverageSpec", "weighted_average", "weighted_mean"]
 
 
 def weighted_mean(stacked: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -47,3 +48,10 @@ class SimpleAverage(MergePolicy):
         self, updates: Sequence[Update], previous: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         return weighted_average(updates, previous)
+
+
+class SimpleAverageSpec(MergeSpecBase):
+    method: Literal["simple_average"] = "simple_average"
+
+    def build(self) -> SimpleAverage:
+        return SimpleAverage()

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field
 
 from work_server.merge.base import MergePolicy, Update, coordinate_wise
 from work_server.merge.select import trimmed_mean_of_block
+from work_server.merge.spec import MergeSpecBase
 
-__all__ = ["TrimmedMean", "coordinate_trimmed_mean"]
+__all__ = ["TrimmedMean", "TrimmedMeanSpec", "coordinate_trimmed_mean"]
 
 
 def coordinate_trimmed_mean(stacked: torch.Tensor, trim_ratio: float) -> torch.Tensor:
@@ -50,3 +52,11 @@ class TrimmedMean(MergePolicy):
     ) -> dict[str, torch.Tensor]:
         cut = math.floor(self.trim_ratio * len(updates))
         return coordinate_wise(updates, previous, lambda block: trimmed_mean_of_block(block, cut))
+
+
+class TrimmedMeanSpec(MergeSpecBase):
+    method: Literal["trimmed_mean"] = "trimmed_mean"
+    trim_ratio: float = Field(default=0.1, ge=0, lt=0.5, description="cut per side")
+
+    def build(self) -> TrimmedMean:
+        return TrimmedMean(self.trim_ratio)

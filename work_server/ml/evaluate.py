@@ -16,7 +16,6 @@ Metrics (all macro averages are unweighted means over classes):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -27,13 +26,16 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from yadml_common.wire import WireModel
 from yadml_trainer.models import build_model, normalize_images
 
-__all__ = ["METRIC_KEYS", "Evaluation", "evaluate", "predict_log_proba"]
+__all__ = ["METRIC_KEYS", "Evaluation", "EvaluationMetrics", "evaluate", "predict_log_proba"]
 
 
-@dataclass(frozen=True)
-class Evaluation:
+class EvaluationMetrics(WireModel):
+    """The scalar metrics of an evaluation: a round's ``metrics`` column, and the metrics part
+    of the API's ``RoundMetrics`` (``work_server.job_status``), which derives from this."""
+
     accuracy: float
     loss: float
     precision_macro: float
@@ -41,19 +43,18 @@ class Evaluation:
     f1_macro: float
     roc_auc_macro: float
     average_precision_macro: float
+
+
+#: the names of the scalar metrics, in order
+METRIC_KEYS: tuple[str, ...] = tuple(EvaluationMetrics.model_fields)
+
+
+class Evaluation(EvaluationMetrics):
     confusion_matrix: list[list[int]]
 
     def metrics(self) -> dict[str, float]:  # keys: METRIC_KEYS
         """Every metric but the confusion matrix."""
-        out = asdict(self)
-        del out["confusion_matrix"]
-        return {k: float(v) for k, v in out.items()}
-
-
-#: the scalar metrics of an evaluation (a round's ``metrics`` column, ``RoundMetrics``)
-METRIC_KEYS: tuple[str, ...] = tuple(
-    f.name for f in fields(Evaluation) if f.name != "confusion_matrix"
-)
+        return {k: float(getattr(self, k)) for k in METRIC_KEYS}
 
 
 def predict_log_proba(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from yadml_common.wire import SplitSpec
+from work_server.job_spec import SplitSpec
 
 __all__ = ["DIRICHLET_MAX_TRIES", "split_indices"]
 

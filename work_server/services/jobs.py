@@ -10,8 +10,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.db.models import Job, JobState, Round, UploadedDataset
 from work_server.errors import Conflict, NotFound, Unprocessable
+from work_server.job_spec import JobSpec
+from work_server.job_status import JobStatus, RoundMetrics
 from work_server.ml.evaluate import METRIC_KEYS
-from yadml_common.wire import JobSpec, JobStatus, RoundMetrics
 
 ACTIVE_JOB_STATES = (JobState.pending, JobState.running)
 FINISHED_JOB_STATES = (JobState.completed, JobState.failed, JobState.cancelled)

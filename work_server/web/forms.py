@@ -4,12 +4,14 @@ parsing of a posted form into a ``JobSpec`` with messages an operator can act on
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from yadml_common.wire import RUNTIMES, JobSpec, MergeSpec, ReplicationPolicy, SplitSpec
+from work_server.job_spec import JobSpec, ReplicationPolicy, SplitSpec
+from work_server.merge import MERGE_METHODS, MERGE_SPECS, MergeSpecBase
+from yadml_common.wire import RUNTIMES
 
 BUILTIN_DATASETS: tuple[str, ...] = tuple(
     d for d in get_args(JobSpec.model_fields["dataset"].annotation) if d != "upload"
@@ -106,9 +108,33 @@ def _fields_of(
     return tuple(out)
 
 
+def _merge_fields() -> tuple[Field, ...]:
+    """The method select, then every policy's own options (their help names the methods they
+    apply to), then the options of any method: the union of specs as one flat section."""
+    default = JobSpec.model_fields["merge"].get_default(call_default_factory=True)
+    owners: dict[str, list[str]] = {}
+    options: dict[str, Field] = {}
+    for spec in MERGE_SPECS:
+        for f in _fields_of(spec, "merge_", frozenset(MergeSpecBase.model_fields)):
+            owners.setdefault(f.name, []).append(str(spec.model_fields["method"].default))
+            options.setdefault(f.name, f)
+    own = [replace(f, help=f"{', '.join(owners[f.name])}: {f.help}") for f in options.values()]
+    common = _fields_of(MergeSpecBase, "merge_", frozenset({"method"}))
+    method = Field("merge_method", LABELS["merge_method"], "select", default.method, MERGE_METHODS)
+    return (method, *own, *common)
+
+
+def _chosen_merge_options(merge: dict[str, Any]) -> dict[str, Any]:
+    """The flat section posts every policy's options: keep those of the chosen method."""
+    for spec in MERGE_SPECS:
+        if spec.model_fields["method"].default == merge.get("method"):
+            return {k: v for k, v in merge.items() if k in spec.model_fields}
+    return merge
+
+
 GENERAL = _fields_of(JobSpec, "", frozenset(_NOT_GENERAL))
 SPLIT = _fields_of(SplitSpec, "split_")
-MERGE = _fields_of(MergeSpec, "merge_")
+MERGE = _merge_fields()
 REPLICATION = _fields_of(ReplicationPolicy, "rep_")
 SECTIONS: tuple[tuple[str, tuple[Field, ...]], ...] = (
     ("Training", GENERAL),
@@ -139,6 +165,8 @@ class FormError(ValueError):
 def _label_of(loc: tuple[int | str, ...]) -> str:
     names = {f.name: f.label for _, fs in SECTIONS for f in fs}
     prefix = {"split": "split_", "merge": "merge_", "replication": "rep_"}
+    if len(loc) >= 3 and loc[0] == "merge" and loc[1] in MERGE_METHODS:
+        loc = (loc[0], *loc[2:])  # the union's tag: the option's own name follows
     if len(loc) >= 2 and str(loc[0]) in prefix:
         key = prefix[str(loc[0])] + str(loc[1])
     else:
@@ -169,6 +197,7 @@ def parse_job_form(form: Mapping[str, Any], runtimes: list[str]) -> JobSpec:
                 data["replication"][f.name[len("rep_") :]] = value
             else:
                 data[f.name] = value
+    data["merge"] = _chosen_merge_options(data["merge"])
     data["runtimes"] = runtimes
     try:
         # lax mode: form strings become numbers

@@ -31,7 +31,8 @@ from work_server.db.models import (
     ServerState,
     WorkUnit,
 )
-from yadml_common.wire import REPORT_METADATA_KEY, JobSpec, ReplicationPolicy
+from work_server.job_spec import JobSpec, ReplicationPolicy
+from yadml_common.wire import REPORT_METADATA_KEY
 
 T0 = 1_000_000.0  # the tests' clock starts here
 

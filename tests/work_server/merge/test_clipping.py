@@ -8,9 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from work_server.merge import Clipped, SimpleAverage, Update, get_policy
+from work_server.merge import (
+    Clipped,
+    MedianSpec,
+    SimpleAverage,
+    SimpleAverageSpec,
+    Update,
+    get_policy,
+)
 from work_server.merge.clipping import clip_update, delta_norm
-from yadml_common.wire import MergeSpec
 
 PREV = {"w": torch.zeros(1), "b": torch.ones(1), "count": torch.tensor(0)}
 
@@ -43,12 +49,14 @@ def test_clip_errors() -> None:
 
 
 def test_clipped_policy() -> None:
-    assert isinstance(get_policy(MergeSpec()), SimpleAverage)
-    policy = get_policy(MergeSpec(method="median", clip_norm=2.0))
+    assert isinstance(get_policy(SimpleAverageSpec()), SimpleAverage)
+    policy = get_policy(MedianSpec(clip_norm=2.0))
     assert isinstance(policy, Clipped) and policy.max_norm == 2.0
     assert repr(policy) == "Clipped(inner=Median(), max_norm=2.0)"
     # FedAvg of (0.6, 1.8) [clipped from (3, 5)] and (0.5, 1.0) [norm 0.5, kept], samples 1:3
-    out = get_policy(MergeSpec(clip_norm=1.0)).merge([_u(3.0, 5.0, 1), _u(0.5, 1.0, 3)], PREV)
+    out = get_policy(SimpleAverageSpec(clip_norm=1.0)).merge(
+        [_u(3.0, 5.0, 1), _u(0.5, 1.0, 3)], PREV
+    )
     assert out["w"].item() == pytest.approx((0.6 + 3 * 0.5) / 4)
     assert out["b"].item() == pytest.approx((1.8 + 3 * 1.0) / 4)
     with pytest.raises(ValueError, match="previous"):
@@ -62,7 +70,7 @@ def test_clipped_policy() -> None:
 @pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan])
 def test_spec_rejects_bad_clip_norm(bad: float) -> None:
     with pytest.raises(ValidationError):
-        MergeSpec(clip_norm=bad)
+        SimpleAverageSpec(clip_norm=bad)
 
 
 values = st.floats(-1e4, 1e4, allow_nan=False, width=32)

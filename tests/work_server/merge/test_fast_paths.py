@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from work_server.merge import Update, get_policy
+from work_server.merge import MedianSpec, SimpleAverageSpec, TrimmedMeanSpec, Update, get_policy
 from work_server.merge import base as merge_base
 from work_server.merge.base import FOLD_EVERY, linear_combine
 from work_server.merge.median import coordinate_median
 from work_server.merge.select import NETWORK_MAX_K, network, sort_rows_in_place
 from work_server.merge.trimmed_mean import coordinate_trimmed_mean
-from yadml_common.wire import MergeSpec
 
 # Both sides of the network / row-sort switch, odd and even.
 KS = [1, 2, 3, 4, 9, 10, NETWORK_MAX_K - 1, NETWORK_MAX_K, NETWORK_MAX_K + 1, 50, 101]
@@ -78,7 +77,7 @@ def test_median_is_bit_identical_to_a_full_sort(k: int, dtype: torch.dtype, spec
     stacked = _stack(k, (3, 19), seed=k, dtype=dtype)
     if specials:
         stacked = _with_specials(stacked)
-    out = get_policy(MergeSpec(method="median")).merge(_updates(stacked), {})
+    out = get_policy(MedianSpec()).merge(_updates(stacked), {})
     reference = coordinate_median(stacked.to(torch.float64)).to(dtype)
     assert out["w"].dtype == dtype and out["w"].shape == (3, 19)
     assert torch.equal(out["w"].isnan(), reference.isnan())
@@ -104,9 +103,7 @@ def test_trimmed_mean_matches_a_full_sort(k: int, ratio: float, specials: bool) 
     stacked = _stack(k, (2, 23), seed=100 + k, dtype=torch.float32)
     if specials:
         stacked = _with_specials(stacked)
-    out = get_policy(MergeSpec(method="trimmed_mean", trim_ratio=ratio)).merge(
-        _updates(stacked), {}
-    )["w"]
+    out = get_policy(TrimmedMeanSpec(trim_ratio=ratio)).merge(_updates(stacked), {})["w"]
     cut = math.floor(ratio * k)
     expected = torch.from_numpy(_sorted_trimmed_mean(stacked, cut)).to(torch.float32)
     reference = coordinate_trimmed_mean(stacked.to(torch.float64), ratio).to(torch.float32)
@@ -139,7 +136,7 @@ def test_streaming_sum_is_within_its_bound_of_float64(k: int) -> None:
     ]
     total = sum(u.num_samples for u in updates)
     weights = [u.num_samples / total for u in updates]
-    out = get_policy(MergeSpec()).merge(updates, {})["w"].numpy().astype(np.float64)
+    out = get_policy(SimpleAverageSpec()).merge(updates, {})["w"].numpy().astype(np.float64)
     exact, magnitude = _float64_sum(updates, weights)
     assert np.all(np.abs(out - exact) <= _bound(exact, magnitude))
     # Typically far inside the bound: on average about one rounding of sum |c_k x_k|.
@@ -165,14 +162,14 @@ def test_float32_overflow_falls_back_to_float64() -> None:
 def test_nan_and_inf_propagate_as_before() -> None:
     """Merges do not reject non-finite values (the upload API does, with a 400)."""
     rows = torch.tensor([[1.0, 1.0, math.inf], [2.0, math.nan, 1.0], [3.0, 1.0, -math.inf]])
-    out = get_policy(MergeSpec()).merge(_updates(rows), {})["w"]
+    out = get_policy(SimpleAverageSpec()).merge(_updates(rows), {})["w"]
     assert out[0].item() == pytest.approx((1 * 1 + 2 * 2 + 3 * 3) / 6) and out[1:].isnan().all()
 
 
 def test_streaming_validation_names_the_bad_update() -> None:
     good = Update({"w": torch.ones(2, 3)}, 1)
     bad = Update({"w": torch.ones(3, 2)}, 1)
-    policy = get_policy(MergeSpec())
+    policy = get_policy(SimpleAverageSpec())
     with pytest.raises(ValueError, match=r"update 2: w is torch.float32 \[3, 2\]"):
         policy.merge([good, good, bad], {})
     with pytest.raises(ValueError, match="update 1: num_samples"):

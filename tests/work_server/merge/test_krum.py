@@ -5,7 +5,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from work_server.merge import Krum, MultiKrum, Update, get_policy
+from work_server.merge import (
+    Krum,
+    KrumSpec,
+    MultiKrum,
+    MultiKrumSpec,
+    Update,
+    get_policy,
+    parse_merge_spec,
+)
 from work_server.merge.krum import (
     default_byzantine_f,
     flatten_updates,
@@ -13,7 +21,6 @@ from work_server.merge.krum import (
     krum_select,
     resolve_byzantine_f,
 )
-from yadml_common.wire import MergeSpec
 
 
 def _u(x: float, n: int = 1, count: int = 0) -> Update:
@@ -95,15 +102,15 @@ def test_multi_krum_averages_the_selected() -> None:
 
 
 def test_get_policy_parameters() -> None:
-    krum = get_policy(MergeSpec(method="krum", byzantine_f=2))
+    krum = get_policy(KrumSpec(byzantine_f=2))
     assert isinstance(krum, Krum) and krum.byzantine_f == 2 and krum.name == "krum"
-    multi = get_policy(MergeSpec(method="multi_krum", multi_krum_m=3))
+    multi = get_policy(MultiKrumSpec(multi_krum_m=3))
     assert isinstance(multi, MultiKrum) and multi.m == 3 and multi.byzantine_f is None
     assert repr(multi) == "MultiKrum(byzantine_f=None, m=3)"
     with pytest.raises(ValueError):
-        MergeSpec(method="multi_krum", multi_krum_m=0)
+        MultiKrumSpec(multi_krum_m=0)
     with pytest.raises(ValueError):
-        MergeSpec(method="krum", byzantine_f=-1)
+        KrumSpec(byzantine_f=-1)
 
 
 def test_mixed_dtypes_and_shapes() -> None:
@@ -149,7 +156,7 @@ def test_never_selects_an_outlier(
     good = [torch.tensor(row) for row in honest[:n_honest]]
     bad = [(-1 if neg else 1) * torch.tensor(row) for row, neg in outliers[:f]]
     updates = [Update({"x": x}, n) for x, n in zip(good + bad, samples, strict=False)]
-    out = get_policy(MergeSpec(method=method, byzantine_f=f)).merge(updates, {})["x"]
+    out = get_policy(parse_merge_spec({"method": method, "byzantine_f": f})).merge(updates, {})["x"]
     stacked = torch.stack(good)
     assert bool((out >= stacked.min(0).values - 1e-5).all())
     assert bool((out <= stacked.max(0).values + 1e-5).all())

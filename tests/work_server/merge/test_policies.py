@@ -5,12 +5,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from work_server.merge import MergePolicy, Update, get_policy
+from work_server.merge import (
+    MergePolicy,
+    RegularizedSpec,
+    SimpleAverageSpec,
+    TrimmedMeanSpec,
+    Update,
+    get_policy,
+    parse_merge_spec,
+)
 from work_server.merge.median import coordinate_median
 from work_server.merge.regularized import Regularized, blend
 from work_server.merge.simple_average import weighted_mean
 from work_server.merge.trimmed_mean import coordinate_trimmed_mean
-from yadml_common.wire import MergeSpec
 
 ALL_METHODS = ["simple_average", "median", "trimmed_mean", "regularized", "krum", "multi_krum"]
 
@@ -31,15 +38,15 @@ PREV = {"w": torch.zeros(1, 1), "b": torch.zeros(2), "count": torch.tensor(0)}
 
 def test_get_policy() -> None:
     for method in ALL_METHODS:
-        policy = get_policy(MergeSpec(method=method))
+        policy = get_policy(parse_merge_spec({"method": method}))
         assert isinstance(policy, MergePolicy) and policy.name == method
-    assert get_policy(MergeSpec(method="trimmed_mean", trim_ratio=0.3)).trim_ratio == 0.3  # type: ignore[attr-defined]
-    assert get_policy(MergeSpec(method="regularized", factor=0.25)).factor == 0.25  # type: ignore[attr-defined]
+    assert get_policy(TrimmedMeanSpec(trim_ratio=0.3)).trim_ratio == 0.3  # type: ignore[attr-defined]
+    assert get_policy(RegularizedSpec(factor=0.25)).factor == 0.25  # type: ignore[attr-defined]
 
 
 def test_fedavg_hand_computed() -> None:
     updates = [_u(1.0, [0.0, 4.0], 1, count=5), _u(4.0, [3.0, 0.0], 3, count=7)]
-    out = get_policy(MergeSpec()).merge(updates, PREV)
+    out = get_policy(SimpleAverageSpec()).merge(updates, PREV)
     # (1*1 + 3*4)/4 = 3.25 ; (1*0 + 3*3)/4 = 2.25 ; (1*4 + 3*0)/4 = 1.0
     assert torch.allclose(out["w"], torch.tensor([[3.25]]))
     assert torch.allclose(out["b"], torch.tensor([2.25, 1.0]))
@@ -75,10 +82,10 @@ def test_robust_to_minority_outliers(method: str) -> None:
     torch.manual_seed(0)
     honest = [Update({"w": torch.ones(3, 3) + 0.01 * torch.randn(3, 3)}, 100) for _ in range(7)]
     evil = [Update({"w": torch.full((3, 3), 1e9)}, 100), Update({"w": torch.full((3, 3), -1e9)}, 1)]
-    spec = MergeSpec(method=method, trim_ratio=0.25)
+    spec = parse_merge_spec({"method": method, "trim_ratio": 0.25})
     out = get_policy(spec).merge(honest + evil, {"w": torch.zeros(3, 3)})
     assert torch.allclose(out["w"], torch.ones(3, 3), atol=0.05)
-    fedavg = get_policy(MergeSpec()).merge(honest + evil, {"w": torch.zeros(3, 3)})
+    fedavg = get_policy(SimpleAverageSpec()).merge(honest + evil, {"w": torch.zeros(3, 3)})
     assert fedavg["w"].abs().max() > 1e6
 
 
@@ -99,7 +106,7 @@ def test_regularized_formula() -> None:
 
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_validation(method: str) -> None:
-    policy = get_policy(MergeSpec(method=method))
+    policy = get_policy(parse_merge_spec({"method": method}))
     good = _u(1.0, [1.0, 1.0], 2)
     with pytest.raises(ValueError, match="no updates"):
         policy.merge([], PREV)
@@ -121,7 +128,7 @@ def test_validation(method: str) -> None:
 def test_single_update_is_identity_for_all() -> None:
     u = _u(1.5, [2.0, -3.0], 10, count=4)
     for method in ALL_METHODS:
-        spec = MergeSpec(method=method, factor=0.0)
+        spec = parse_merge_spec({"method": method, "factor": 0.0})
         out = get_policy(spec).merge([u], PREV)
         for k in u.weights:
             assert torch.equal(out[k], u.weights[k])
@@ -146,7 +153,7 @@ def test_permutation_invariance(
     ]
     perm = torch.randperm(len(updates), generator=torch.Generator().manual_seed(perm_seed))
     shuffled = [updates[i] for i in perm.tolist()]
-    spec = MergeSpec(method=method, trim_ratio=0.2, factor=0.3)
+    spec = parse_merge_spec({"method": method, "trim_ratio": 0.2, "factor": 0.3})
     policy = get_policy(spec)
     prev = {"x": torch.zeros(3)}
     a = policy.merge(updates, prev)["x"]

@@ -6,8 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from work_server.merge import Update, screen_updates
-from yadml_common.wire import MergeSpec
+from work_server.merge import SimpleAverageSpec, Update, screen_updates
 
 PREV = {"x": torch.zeros(2), "count": torch.tensor(0)}
 
@@ -72,8 +71,8 @@ def test_errors() -> None:
 
 
 def test_spec_field() -> None:
-    assert MergeSpec().screen_norm_ratio is None
-    assert MergeSpec(screen_norm_ratio=3.0).screen_norm_ratio == 3.0
+    assert SimpleAverageSpec().screen_norm_ratio is None
+    assert SimpleAverageSpec(screen_norm_ratio=3.0).screen_norm_ratio == 3.0
     for bad in (0.5, math.inf, math.nan):
         with pytest.raises(ValidationError):
-            MergeSpec(screen_norm_ratio=bad)
+            SimpleAverageSpec(screen_norm_ratio=bad)

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from work_server.job_spec import SplitSpec
 from work_server.ml.split import split_indices
-from yadml_common.wire import SplitSpec
 
 METHODS = ["random", "stratified", "dirichlet", "shards"]
 
