@@ -4,6 +4,7 @@ import asyncio
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -306,9 +307,8 @@ async def test_daemon_with_the_process_executor(
 ) -> None:
     from volunteer_client.executors import ProcessExecutor
 
-    from ..test_process_executor import FAKE, REPO
-
+    repo = str(Path(__file__).resolve().parents[3])
     fake_server.add_unit(1, weights=b"weights from the server")
-    executor = ProcessExecutor(module=FAKE, pythonpath=[REPO])
+    executor = ProcessExecutor(module="tests.volunteer_client.fake_trainer", pythonpath=[repo])
     assert await _daemon(api, state, executor, threads=1).run_once() == 1
     assert fake_server.uploads == {1: b"weights from the server"}
