@@ -48,16 +48,13 @@ def setup_daemons(app: web.Application) -> None:
             yield
             return
         from work_server.daemons.leader import make_leadership
+        from work_server.daemons.roster import DaemonDeps
         from work_server.daemons.scheduler import DaemonScheduler
 
         scheduler = DaemonScheduler(
             sessionmaker=app[keys.SESSIONMAKER],
             intervals=config.intervals,
-            blobs=app[keys.BLOBS],
-            runs_dir=config.runs_dir,
-            data_dir=config.data_dir,
-            fashion_dir=config.fashion_dir,
-            blob_grace_s=config.blob_grace_s,
+            deps=DaemonDeps.from_config(config, blobs=app[keys.BLOBS]),
             # several processes may share the database: only the lock holder runs daemons
             leadership=make_leadership(
                 app[keys.ENGINE], lock_file=config.state_dir / "daemons.lock"

@@ -116,7 +116,8 @@ def test_full_job_on_digits(tmp_path: Path) -> None:
         _check_accounting(server, job_id)
         status = server.api("GET", "/api/v1/status").json()
         assert status["hosts_total"] == 2
-        assert all(status["daemons"][d] for d in ("transitioner", "validator", "aggregator"))
+        pipeline = ("transitioner", "validator", "round_closer", "work_generator", "job_finisher")
+        assert all(status["daemons"][d] for d in pipeline)
 
 
 def test_client_killed_mid_unit_is_reissued(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ Referenced (kept) blobs:
 * every uploaded dataset (``UploadedDataset``; kept until an operator removes it);
 * for jobs not finished (``pending``/``running``): their rounds' weights, their work units'
   shard and weights inputs, their results' outputs, and the shard/test/initial-weights blobs
-  listed in ``Job.info``.
+  listed in ``Job.info`` (``JobInfo.blob_hashes``).
 
 Everything else (a finished job's shards, intermediate weights and uploads; blobs no row
 mentions at all) is garbage once its ``Blob.created_at`` is older than ``grace_s``, which
@@ -25,6 +25,7 @@ from sqlalchemy import delete
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from work_server import job_info
 from work_server.blobs import BlobStore
 from work_server.daemons import record_run
 from work_server.db.models import (
@@ -36,7 +37,6 @@ from work_server.db.models import (
     UploadedDataset,
     WorkUnit,
 )
-from work_server.rounds import INFO_INITIAL_WEIGHTS, INFO_SHARD_SHA256, INFO_TEST_SHA256
 
 NAME = "file_deleter"
 log = logging.getLogger(__name__)
@@ -72,12 +72,12 @@ async def referenced_blobs(session: AsyncSession) -> set[str]:
             )
         ).all()
     )
-    for info in (
+    for raw in (
         await session.exec(select(Job.info).where(col(Job.state).in_(UNFINISHED_JOB_STATES)))
     ).all():
-        info = info or {}
-        add(info.get(INFO_SHARD_SHA256) or [])
-        add((info.get(INFO_TEST_SHA256), info.get(INFO_INITIAL_WEIGHTS)))
+        info = job_info.from_json(raw)
+        if info is not None:  # a pending job has no blobs yet
+            add(info.blob_hashes())
     return refs
 
 

@@ -1,5 +1,5 @@
-"""A job's report (``runs_dir/<job id>/report.json`` + plots), rebuilt from the database
-after every round the aggregator closes."""
+"""A job's report (``runs_dir/<job id>/report.json`` + plots), rebuilt from the database:
+by the round closer after every round it closes, and by the job finisher at the end."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from work_server import job_info
 from work_server.daemons import release_connection
 from work_server.db.models import Job, Round, RoundState
 from work_server.job_spec import JobSpec
 from work_server.job_status import RoundMetrics
 from work_server.ml.evaluate import METRIC_KEYS
 from work_server.report import write_report
-from work_server.rounds import INFO_CONFUSION
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ async def build_report(
     if not rounds:
         return None
     spec = JobSpec.model_validate(job.spec)
+    info = job_info.from_json(job.info)
     metrics: list[dict[str, Any]] = []
     for r in rounds:
         m = dict(r.metrics or {})
@@ -71,7 +72,7 @@ async def build_report(
         "state": state,
         "rounds": metrics,
         "final": final,
-        "confusion_matrix": (job.info or {}).get(INFO_CONFUSION),
+        "confusion_matrix": info.confusion_matrix if info is not None else None,
         "wall_s": (finished_at or now) - started,
         "model_sha256": job.model_sha256,
     }

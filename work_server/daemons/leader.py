@@ -1,8 +1,8 @@
 """Which server process runs the daemons: exactly one at a time (BOINC runs each daemon once
 per project, on whichever machine ``config.xml`` names; we elect it instead).
 
-Every server process serves the API; the daemons (transitioner, validator, aggregator, file
-deleter) run only in the process that holds the *daemon lock*:
+Every server process serves the API; the daemons (``daemons.roster``) run only in the
+process that holds the *daemon lock*:
 
 * **PostgreSQL**: a session-level advisory lock (``pg_try_advisory_lock``) taken on a
   dedicated connection kept open for as long as the process leads. When the process dies,

@@ -1,23 +1,31 @@
 """Runs the daemons periodically inside the server's event loop (APScheduler 3.x).
 
-One interval job per daemon (``max_instances=1``, ``coalesce=True``): each run opens its own
-session, calls ``run_once(session, time.time(), ...)``, and never lets an exception escape.
-A failed run is logged and recorded in ``DaemonRun.last_error``; the next run retries.
+Every daemon of the roster (``daemons.roster.ROSTER``) runs every ``DaemonSpec.interval``:
+each run opens its own session, calls ``run_once(session, time.time(), deps)``, and never
+lets an exception escape. A failed run is logged and recorded in ``DaemonRun.last_error``;
+the next run retries.
+
+APScheduler only keeps the beat: its job for a daemon is a *tick* that returns at once,
+after starting a run unless that daemon has one in flight or waiting. So a run that lasts
+longer than its interval (a merge) makes the ticks meanwhile do nothing, quietly, instead of
+APScheduler refusing them as "maximum number of running instances reached" (a warning per
+tick); the next tick after the run starts the next run.
 
 With several server processes on one database, only the process holding the daemon lock
 (``daemons.leader``) runs them: every process tries to take the lock every
-``leader_retry_s`` seconds, and the scheduled runs of a process that does not hold it do
-nothing. ``role`` says which this process is.
+``leader_retry_s`` seconds, and the runs of a process that does not hold it do nothing.
+``role`` says which this process is.
 
 Daemons hand work to each other only through the database's state columns, but waiting a
-whole interval at every hand-over adds up (an upload -> transitioner -> validator ->
-aggregator -> transitioner chain closes a round and opens the next). So a run that handled
-something **wakes** the daemons that may now have work (``PIPELINE_WAKES``): they run right
-away (after a run in progress, never two at once) instead of at their next interval. An
-upload wakes the transitioner the same way (``wake``). ``wake_pipeline=False`` turns it off.
+whole interval at every hand-over adds up (an upload -> transitioner -> validator -> round
+closer -> work generator -> transitioner chain closes a round and opens the next). So a run
+that handled something **wakes** the daemons that may now have work (``DaemonSpec.wakes``):
+they run right away (after a run in progress, never two at once) instead of at their next
+interval. An upload wakes the transitioner the same way (``wake``). ``wake_pipeline=False``
+turns it off.
 
-``run_all_once`` is the one-pass mode for tests and tools: transitioner -> validator ->
-aggregator, in that order, each with its own session.
+``run_all_once`` is the one-pass mode for tests and tools: the pipeline daemons once each,
+in roster order, each with its own session.
 """
 
 from __future__ import annotations
@@ -26,73 +34,23 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from work_server.blobs import BlobStore
 from work_server.config import DaemonIntervals
-from work_server.daemons import aggregator, file_deleter, record_run, transitioner, validator
+from work_server.daemons import record_run
 from work_server.daemons.leader import Leadership
+from work_server.daemons.roster import ROSTER, DaemonDeps, DaemonSpec
 
 log = logging.getLogger(__name__)
 
 #: A daemon bound to its dependencies: (session, now) -> items handled.
 DaemonFn = Callable[[AsyncSession, float], Awaitable[int]]
-
-DAEMON_NAMES = (transitioner.NAME, validator.NAME, aggregator.NAME, file_deleter.NAME)
-
-#: After a run that handled something, the daemons that may have work because of it: the
-#: transitioner flags work units for the validator and fails others (aggregator); the
-#: validator picks canonical results (aggregator) and asks the transitioner to look again;
-#: the aggregator opens rounds whose work units the transitioner gives results.
-PIPELINE_WAKES: dict[str, tuple[str, ...]] = {
-    transitioner.NAME: (validator.NAME, aggregator.NAME),
-    validator.NAME: (transitioner.NAME, aggregator.NAME),
-    aggregator.NAME: (transitioner.NAME,),
-}
-
-
-def bind_daemons(
-    *,
-    blobs: BlobStore,
-    runs_dir: Path,
-    data_dir: Path | None = None,
-    fashion_dir: Path | None = None,
-    blob_grace_s: float = 3600.0,
-) -> dict[str, DaemonFn]:
-    """Every daemon's ``run_once`` with its keyword-only dependencies filled in."""
-
-    async def run_transitioner(session: AsyncSession, now: float) -> int:
-        return await transitioner.run_once(session, now)
-
-    async def run_validator(session: AsyncSession, now: float) -> int:
-        return await validator.run_once(session, now, blobs=blobs)
-
-    async def run_aggregator(session: AsyncSession, now: float) -> int:
-        return await aggregator.run_once(
-            session,
-            now,
-            blobs=blobs,
-            runs_dir=runs_dir,
-            data_dir=data_dir,
-            fashion_dir=fashion_dir,
-        )
-
-    async def run_file_deleter(session: AsyncSession, now: float) -> int:
-        return await file_deleter.run_once(session, now, blobs=blobs, grace_s=blob_grace_s)
-
-    return {
-        transitioner.NAME: run_transitioner,
-        validator.NAME: run_validator,
-        aggregator.NAME: run_aggregator,
-        file_deleter.NAME: run_file_deleter,
-    }
 
 
 async def run_daemon(
@@ -122,8 +80,15 @@ async def run_daemon(
         return 0
 
 
+def _bind(spec: DaemonSpec, deps: DaemonDeps) -> DaemonFn:
+    def run(session: AsyncSession, now: float) -> Awaitable[int]:
+        return spec.run_once(session, now, deps)
+
+    return run
+
+
 class DaemonScheduler:
-    """The server's daemons on an ``AsyncIOScheduler``; ``start()`` inside the running loop,
+    """The roster's daemons on an ``AsyncIOScheduler``; ``start()`` inside the running loop,
     ``await shutdown()`` to stop (waits for runs in progress, up to ``shutdown_timeout_s``)."""
 
     def __init__(
@@ -131,11 +96,8 @@ class DaemonScheduler:
         *,
         sessionmaker: async_sessionmaker[AsyncSession],
         intervals: DaemonIntervals,
-        blobs: BlobStore,
-        runs_dir: Path,
-        data_dir: Path | None = None,
-        fashion_dir: Path | None = None,
-        blob_grace_s: float = 3600.0,
+        deps: DaemonDeps,
+        roster: tuple[DaemonSpec, ...] = ROSTER,
         clock: Callable[[], float] = time.time,
         shutdown_timeout_s: float = 30.0,
         leadership: Leadership | None = None,
@@ -150,21 +112,17 @@ class DaemonScheduler:
         self.intervals = intervals
         self.clock = clock
         self.shutdown_timeout_s = shutdown_timeout_s
-        self.daemons = bind_daemons(
-            blobs=blobs,
-            runs_dir=runs_dir,
-            data_dir=data_dir,
-            fashion_dir=fashion_dir,
-            blob_grace_s=blob_grace_s,
-        )
+        self.specs = {spec.name: spec for spec in roster}
+        self.daemons = {spec.name: _bind(spec, deps) for spec in roster}
         self._scheduler: AsyncIOScheduler | None = None
         self._running: set[asyncio.Task[Any]] = set()
         self._locks = {name: asyncio.Lock() for name in self.daemons}
-        self._woken: set[str] = set()
-        self._wake_tasks: set[asyncio.Task[int]] = set()
+        self._waiting: set[str] = set()  # daemons with a run started but not yet running
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._checking_leadership = False
 
     def interval(self, name: str) -> float:
-        return float(getattr(self.intervals, name))
+        return self.specs[name].interval(self.intervals)
 
     @property
     def is_leader(self) -> bool:
@@ -176,37 +134,36 @@ class DaemonScheduler:
         return "leader" if self._leader else "standby"
 
     async def check_leadership(self) -> bool:
-        """Take the daemon lock if it is free, or check it is still ours (scheduled every
+        """Take the daemon lock if it is free, or check it is still ours (every
         ``leader_retry_s``); returns whether this process leads now."""
         if self.leadership is None:
             return True
         leader = await self.leadership.try_acquire()
-        if leader != self._leader:
-            log.warning(
-                "daemons: this process (pid %d) %s",
-                os.getpid(),
-                "is now the leader and runs them" if leader else "lost the daemon lock",
-            )
+        if leader and not self._leader:
+            log.info("daemons: this process (pid %d) is now the leader and runs them", os.getpid())
+        elif self._leader and not leader:  # trouble: only shutdown gives the lock up
+            log.warning("daemons: this process (pid %d) lost the daemon lock", os.getpid())
         self._leader = leader
         return leader
 
     async def run_now(self, name: str) -> int:
-        """One run of daemon ``name`` (what each scheduled job does); nothing unless this
-        process leads, checked again right before the run (a lost lock stops the daemons
-        at once, not at the next ``leader_retry_s`` beat)."""
+        """One run of daemon ``name`` (what each tick and wake-up starts); nothing unless
+        this process leads, checked again right before the run (a lost lock stops the
+        daemons at once, not at the next ``leader_retry_s`` beat)."""
         if not self._leader or not await self.check_leadership():
+            self._waiting.discard(name)
             return 0
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)
         try:
             async with self._locks[name]:  # a woken run and a scheduled one never overlap
-                self._woken.discard(name)
+                self._waiting.discard(name)
                 handled = await run_daemon(
                     self.sessionmaker, name, self.daemons[name], self.clock()
                 )
             if handled and self.wake_pipeline:
-                self.wake(*PIPELINE_WAKES.get(name, ()))
+                self.wake(*self.specs[name].wakes)
             return handled
         finally:
             if task is not None:
@@ -214,25 +171,51 @@ class DaemonScheduler:
 
     def wake(self, *names: str) -> None:
         """Run these daemons now (after a run in progress) rather than at their next interval:
-        something handed them work through the state columns. One pending wake per daemon;
+        something handed them work through the state columns. One waiting run per daemon;
         nothing when the scheduler is not running or this process does not lead."""
         if self._scheduler is None or not self._leader:
             return
         for name in names:
-            if name in self._woken or name not in self.daemons:
-                continue
-            self._woken.add(name)
-            task = asyncio.get_running_loop().create_task(
-                self._woken_run(name), name=f"wake-{name}"
-            )
-            self._wake_tasks.add(task)  # the loop keeps only a weak reference
-            task.add_done_callback(self._wake_tasks.discard)
+            if name in self.daemons:
+                self._start_run(name)
 
-    async def _woken_run(self, name: str) -> int:
+    def _start_run(self, name: str) -> None:
+        if name in self._waiting:
+            return  # the waiting run will see whatever this one was for
+        self._waiting.add(name)
+        self._spawn(self._started_run(name), name=f"run-{name}")
+
+    async def _started_run(self, name: str) -> int:
         if self._scheduler is None:  # shut down meanwhile
-            self._woken.discard(name)
+            self._waiting.discard(name)
             return 0
         return await self.run_now(name)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tick(self, name: str) -> None:
+        """A scheduled beat: start a run unless one is in flight or waiting (then this beat
+        is skipped, like an overlapping APScheduler run, but without its warning)."""
+        if self._locks[name].locked():
+            log.debug("daemon %s: still running, tick skipped", name)
+            return
+        self._start_run(name)
+
+    async def _leadership_tick(self) -> None:
+        if self._checking_leadership:
+            return  # a slow check (a busy database) is still going
+        self._checking_leadership = True
+
+        async def check() -> None:
+            try:
+                await self.check_leadership()
+            finally:
+                self._checking_leadership = False
+
+        self._spawn(check(), name="leadership")
 
     def start(self) -> None:
         """Schedule every daemon; must be called with the event loop running."""
@@ -240,31 +223,28 @@ class DaemonScheduler:
             return
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
         first = datetime.now().astimezone()
+        beat: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
         if self.leadership is not None:
             scheduler.add_job(
-                self.check_leadership,
+                self._leadership_tick,
                 "interval",
                 id="leadership",
                 name="leadership",
                 seconds=self.leader_retry_s,
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
                 next_run_time=first,
+                **beat,
             )
         for offset, name in enumerate(self.daemons):
             scheduler.add_job(
-                self.run_now,
+                self._tick,
                 "interval",
                 args=[name],
                 id=name,
                 name=name,
                 seconds=self.interval(name),
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
                 # staggered first runs, so the daemons do not all hit the database at once
                 next_run_time=first + timedelta(seconds=0.1 * (offset + 1)),
+                **beat,
             )
         scheduler.start()
         self._scheduler = scheduler
@@ -279,8 +259,9 @@ class DaemonScheduler:
         if scheduler is None:
             return
         scheduler.pause()
-        if self._running:
-            _, pending = await asyncio.wait(set(self._running), timeout=self.shutdown_timeout_s)
+        busy = self._running | self._tasks
+        if busy:
+            _, pending = await asyncio.wait(busy, timeout=self.shutdown_timeout_s)
             for task in pending:
                 task.cancel()
             if pending:
@@ -292,45 +273,19 @@ class DaemonScheduler:
             await self.leadership.release()
 
 
-def setup_scheduler(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    *,
-    intervals: DaemonIntervals,
-    blobs: BlobStore,
-    runs_dir: Path,
-    data_dir: Path | None = None,
-    fashion_dir: Path | None = None,
-    blob_grace_s: float = 3600.0,
-) -> DaemonScheduler:
-    """A started ``DaemonScheduler`` (call from inside the running event loop)."""
-    scheduler = DaemonScheduler(
-        sessionmaker=sessionmaker,
-        intervals=intervals,
-        blobs=blobs,
-        runs_dir=runs_dir,
-        data_dir=data_dir,
-        fashion_dir=fashion_dir,
-        blob_grace_s=blob_grace_s,
-    )
-    scheduler.start()
-    return scheduler
-
-
 async def run_all_once(
     sessionmaker: async_sessionmaker[AsyncSession],
     now: float,
     *,
-    blobs: BlobStore,
-    runs_dir: Path,
-    data_dir: Path | None = None,
-    fashion_dir: Path | None = None,
+    deps: DaemonDeps,
+    roster: tuple[DaemonSpec, ...] = ROSTER,
 ) -> dict[str, int]:
-    """Transitioner, validator, aggregator once each, in that order; errors propagate.
-    Returns the items each handled."""
-    daemons = bind_daemons(
-        blobs=blobs, runs_dir=runs_dir, data_dir=data_dir, fashion_dir=fashion_dir
-    )
+    """The pipeline daemons once each, in roster order; errors propagate. Returns the items
+    each handled."""
     counts: dict[str, int] = {}
-    for name in (transitioner.NAME, validator.NAME, aggregator.NAME):
-        counts[name] = await run_daemon(sessionmaker, name, daemons[name], now, raise_errors=True)
+    for spec in roster:
+        if spec.pipeline:
+            counts[spec.name] = await run_daemon(
+                sessionmaker, spec.name, _bind(spec, deps), now, raise_errors=True
+            )
     return counts

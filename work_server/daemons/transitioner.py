@@ -15,7 +15,11 @@ For every work unit whose ``transition_time <= now``:
 4. ``need_validate`` is set when there is a new (``init``) success and, for an active work
    unit, ``init + inconclusive`` successes reach ``min_quorum`` (a finished work unit's new
    successes are validated against its canonical result, for credit);
-5. a ``done``/``failed``/``cancelled`` work unit's unsent results become ``over/didnt_need``;
+5. a ``done``/``failed``/``cancelled`` work unit's unsent results become ``over/didnt_need``,
+   and so do its in-progress ones when it was cancelled or its job's work is over (a round
+   of the job failed or was cancelled). This happens first, before any timeout: the
+   transitioner is the only daemon that retires results; the round closer just cancels
+   work units and asks for a look (``transition_time = now``);
 6. ``transition_time`` becomes the earliest in-progress deadline, or ``FAR_FUTURE``.
 
 All state changes are conditional ``UPDATE`` statements, so a concurrent dispatch or upload
@@ -28,12 +32,14 @@ from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from work_server.daemons import fresh_workunit, record_run
+from work_server.daemons import drain, fresh_workunit, record_run
 from work_server.db.models import (
     FAR_FUTURE,
     Host,
     Outcome,
     Result,
+    Round,
+    RoundState,
     ServerState,
     ValidateState,
     WorkUnit,
@@ -49,27 +55,23 @@ ERROR_OUTCOMES = frozenset({Outcome.client_error, Outcome.no_reply, Outcome.vali
 LIVE_SUCCESS_STATES = frozenset(
     {ValidateState.init, ValidateState.inconclusive, ValidateState.valid}
 )
+#: A job with a round in one of these states is over: its results still out are retired.
+ENDED_ROUND_STATES = (RoundState.failed, RoundState.cancelled)
 
 
 async def run_once(session: AsyncSession, now: float, *, batch_size: int = 200) -> int:
     """Transition every work unit that is due at ``now``; one transaction per work unit."""
-    handled = 0
-    seen: set[int] = set()
-    while True:
-        stmt = (
-            select(WorkUnit.id)
-            .where(col(WorkUnit.transition_time) <= now)
-            .order_by(col(WorkUnit.transition_time), col(WorkUnit.id))
-            .limit(batch_size)
-        )
-        ids = [i for i in (await session.exec(stmt)).all() if i is not None and i not in seen]
-        if not ids:
-            break
-        for wu_id in ids:
-            seen.add(wu_id)
-            await transition(session, wu_id, now)
-            await session.commit()
-            handled += 1
+    due = (
+        select(WorkUnit.id)
+        .where(col(WorkUnit.transition_time) <= now)
+        .order_by(col(WorkUnit.transition_time), col(WorkUnit.id))
+        .limit(batch_size)
+    )
+
+    async def handle(wu_id: int) -> None:
+        await transition(session, wu_id, now)
+
+    handled = await drain(session, due, handle)
     await record_run(session, NAME, now)
     return handled
 
@@ -80,6 +82,10 @@ async def transition(session: AsyncSession, wu_id: int, now: float) -> None:
     if wu is None:
         return
     old_transition_time = wu.transition_time
+
+    # 0. results nobody needs any more are retired first, so none of them times out instead
+    if wu.state != WorkUnitState.active:
+        await _retire_unneeded(session, wu)
 
     # 1. timeouts
     timed_out = (
@@ -171,17 +177,9 @@ async def transition(session: AsyncSession, wu_id: int, now: float) -> None:
             .execution_options(synchronize_session=False)
         )
 
-    # 5. a finished work unit needs no more results
+    # 5. a work unit that failed just now needs no more results
     if state != WorkUnitState.active and unsent:
-        await session.exec(
-            update(Result)
-            .where(
-                col(Result.workunit_id) == wu_id,
-                col(Result.server_state) == ServerState.unsent,
-            )
-            .values(server_state=ServerState.over, outcome=Outcome.didnt_need)
-            .execution_options(synchronize_session=False)
-        )
+        await _retire(session, wu_id, (ServerState.unsent,))
     await session.flush()
 
     # 6. next look: the earliest in-progress deadline. Computed by the database in the same
@@ -201,5 +199,36 @@ async def transition(session: AsyncSession, wu_id: int, now: float) -> None:
             col(WorkUnit.transition_time) == old_transition_time,
         )
         .values(transition_time=func.coalesce(earliest, FAR_FUTURE))
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def _retire_unneeded(session: AsyncSession, wu: WorkUnit) -> None:
+    """A finished work unit's unsent results; also its in-progress ones when it was
+    cancelled or its job's work is over (a round of the job failed or was cancelled: the
+    round closer then hands every work unit of the job with results out to us). A done work
+    unit's in-progress replicas otherwise go on: they are validated for credit."""
+    assert wu.id is not None
+    if wu.state == WorkUnitState.cancelled:
+        await _retire(session, wu.id, (ServerState.unsent, ServerState.in_progress))
+        return
+    job_over = (
+        await session.exec(
+            select(func.count())
+            .select_from(Round)
+            .where(col(Round.job_id) == wu.job_id, col(Round.state).in_(ENDED_ROUND_STATES))
+        )
+    ).one()
+    states = (ServerState.unsent, ServerState.in_progress) if job_over else (ServerState.unsent,)
+    await _retire(session, wu.id, states)
+
+
+async def _retire(session: AsyncSession, wu_id: int, states: tuple[ServerState, ...]) -> None:
+    """The work unit's results in ``states`` -> ``over/didnt_need`` (the only place that
+    retires results)."""
+    await session.exec(
+        update(Result)
+        .where(col(Result.workunit_id) == wu_id, col(Result.server_state).in_(states))
+        .values(server_state=ServerState.over, outcome=Outcome.didnt_need)
         .execution_options(synchronize_session=False)
     )

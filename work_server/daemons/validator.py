@@ -15,7 +15,7 @@ For every work unit with ``need_validate``:
 * once a canonical result exists, every other good result is compared with it: agreeing ->
   ``valid``, else ``invalid``. The work unit becomes ``done`` with ``canonical_result_id``.
 * a finished work unit's new successes are compared with its canonical result the same way
-  (for credit only; the aggregator merges canonical results only). When the canonical blob
+  (for credit only; the round closer merges canonical results only). When the canonical blob
   is gone (the file deleter removed it) they become ``too_late``.
 
 **Agreement**: results ``a`` and ``b`` agree when for every tensor
@@ -44,7 +44,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.blobs import BlobStore
-from work_server.daemons import fresh_workunit, record_run, release_connection
+from work_server.daemons import drain, fresh_workunit, record_run, release_connection
 from work_server.db.models import (
     Host,
     Outcome,
@@ -191,23 +191,17 @@ async def run_once(
     session: AsyncSession, now: float, *, blobs: BlobStore, batch_size: int = 50
 ) -> int:
     """Validate every work unit flagged ``need_validate``; one transaction per work unit."""
-    handled = 0
-    seen: set[int] = set()
-    while True:
-        stmt = (
-            select(WorkUnit.id)
-            .where(col(WorkUnit.need_validate).is_(True))
-            .order_by(col(WorkUnit.id))
-            .limit(batch_size)
-        )
-        ids = [i for i in (await session.exec(stmt)).all() if i is not None and i not in seen]
-        if not ids:
-            break
-        for wu_id in ids:
-            seen.add(wu_id)
-            await validate(session, wu_id, now, blobs=blobs)
-            await session.commit()
-            handled += 1
+    due = (
+        select(WorkUnit.id)
+        .where(col(WorkUnit.need_validate).is_(True))
+        .order_by(col(WorkUnit.id))
+        .limit(batch_size)
+    )
+
+    async def handle(wu_id: int) -> None:
+        await validate(session, wu_id, now, blobs=blobs)
+
+    handled = await drain(session, due, handle)
     await record_run(session, NAME, now)
     return handled
 

@@ -16,9 +16,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.blobs import BlobStorage
 from work_server.db.models import UploadedDataset
+from work_server.db.upsert import ensure_blob_row
 from work_server.errors import Unprocessable
 from work_server.ml.uploaded import DatasetLimits, InvalidDataset, encode_dataset, parse_upload
-from work_server.rounds import ensure_blob_row
 
 
 @dataclass(frozen=True)

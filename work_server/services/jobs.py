@@ -101,7 +101,7 @@ async def list_jobs(session: AsyncSession, limit: int = 100) -> list[Job]:
 
 
 async def cancel_job(session: AsyncSession, job_id: int, now: float) -> Job:
-    """Mark the job cancelled; the aggregator then retires its work (state columns only)."""
+    """Mark the job cancelled; the round closer then ends its work (state columns only)."""
     job = await get_job(session, job_id)
     if job.state in FINISHED_JOB_STATES:
         raise Conflict(f"job {job_id} is already {job.state}", code="job_finished")

@@ -16,6 +16,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from work_server.daemons.roster import DAEMON_NAMES
 from work_server.db.models import (
     Blob,
     DaemonRun,
@@ -31,7 +32,6 @@ from work_server.services import trust
 from work_server.services.jobs import ACTIVE_JOB_STATES
 from yadml_common.wire import HostTrust, ServerStatus
 
-DAEMONS = ("transitioner", "validator", "aggregator", "file_deleter")
 HOUR_S = 3600.0
 DAY_S = 86400.0
 
@@ -129,7 +129,7 @@ async def server_status(
         results_last_hour=await _results_received_since(session, now - HOUR_S),
         daemons={
             name: (datetime.fromtimestamp(runs[name].last_run, tz=UTC) if name in runs else None)
-            for name in DAEMONS
+            for name in DAEMON_NAMES
         },
         hosts_trusted=sum(1 for h in host_trust if h.trusted),
         host_trust=host_trust,
@@ -160,10 +160,10 @@ class StatusOverview:
 
 
 async def status_overview(session: AsyncSession, *, now: float) -> StatusOverview:
-    """The public server-status page's figures; daemons that are not in ``DAEMONS`` but
-    left a run row are listed after the four known ones."""
+    """The public server-status page's figures; daemons that are not in the roster but
+    left a run row (one since renamed) are listed after the roster's."""
     runs = await _daemon_runs(session)
-    names = list(DAEMONS) + sorted(set(runs) - set(DAEMONS))
+    names = list(DAEMON_NAMES) + sorted(set(runs) - set(DAEMON_NAMES))
     daemons = [
         DaemonRow(
             name=n,

@@ -8,6 +8,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from work_server import job_info
 from work_server.db.models import (
     Host,
     Job,
@@ -19,7 +20,6 @@ from work_server.db.models import (
     WorkUnit,
 )
 from work_server.job_spec import JobSpec
-from work_server.rounds import INFO_CONFUSION
 
 ACTIVE_NOW_S = 300.0  # "active now" on the dashboard: contacted in the last 5 minutes
 
@@ -90,12 +90,12 @@ async def job_view(session: AsyncSession, job: Job) -> JobView:
         )
         for r in rounds
     ]
-    confusion = (job.info or {}).get(INFO_CONFUSION)
+    info = job_info.from_json(job.info)
     return JobView(
         job=job,
         spec=JobSpec.model_validate(job.spec),
         rounds=rows,
-        confusion=confusion if isinstance(confusion, list) else None,
+        confusion=info.confusion_matrix if info is not None else None,
     )
 
 

@@ -24,8 +24,8 @@ from work_server import keys
 from work_server.app import create_app
 from work_server.config import ServerConfig
 from work_server.daemons import transitioner
+from work_server.daemons.work_generator import start_job
 from work_server.db.models import Job
-from work_server.rounds import start_job
 from yadml_common.wire import REPORT_METADATA_KEY
 
 OPERATOR = "operator-secret-token"

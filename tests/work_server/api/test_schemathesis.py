@@ -33,9 +33,9 @@ from work_server import keys
 from work_server.app import create_app
 from work_server.config import ServerConfig
 from work_server.daemons import transitioner
+from work_server.daemons.work_generator import start_job
 from work_server.db.models import Job
 from work_server.ratelimit import Rate
-from work_server.rounds import start_job
 
 schemathesis = pytest.importorskip("schemathesis")
 from schemathesis.checks import not_a_server_error  # noqa: E402

@@ -25,7 +25,7 @@ from tests.work_server.api.conftest import (
 )
 from work_server import keys
 from work_server.config import ServerConfig
-from work_server.daemons import aggregator, transitioner, validator
+from work_server.daemons import round_closer, transitioner, validator, work_generator
 from work_server.db.models import Result, Round, ValidateState, WorkUnit
 from work_server.ml.shards import decode_weights
 from yadml_common.encoding import SCALE_SUFFIX, encode_update
@@ -82,7 +82,8 @@ async def test_unit_carries_the_encoding_and_int8_is_merged_as_float32(
         states = (await session.exec(select(Result.validate_state))).all()
         assert sorted(states) == [ValidateState.valid] * 2
         await transitioner.run_once(session, now)
-        await aggregator.run_once(session, now, blobs=app[keys.BLOBS], runs_dir=config.runs_dir)
+        await round_closer.run_once(session, now, blobs=app[keys.BLOBS], runs_dir=config.runs_dir)
+        await work_generator.run_once(session, now, blobs=app[keys.BLOBS])
         rnd = (
             await session.exec(select(Round).where(Round.job_id == job_id, Round.number == 2))
         ).one()

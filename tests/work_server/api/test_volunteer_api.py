@@ -210,7 +210,7 @@ async def test_no_longer_wanted_is_gone(client: Client, config: ServerConfig) ->
     _, token = await register(client)
     unit = await fetch_unit(client, token)
     from work_server import keys
-    from work_server.daemons import aggregator
+    from work_server.daemons import round_closer, transitioner
 
     app = client.app
     assert app is not None
@@ -221,14 +221,10 @@ async def test_no_longer_wanted_is_gone(client: Client, config: ServerConfig) ->
     import time
 
     async with app[keys.SESSIONMAKER]() as session:
-        await aggregator.run_once(
-            session,
-            time.time(),
-            blobs=app[keys.BLOBS],
-            runs_dir=config.runs_dir,
-            data_dir=None,
-            fashion_dir=None,
-        )
+        now = time.time()
+        # the round closer cancels the round's work, the transitioner retires its results
+        await round_closer.run_once(session, now, blobs=app[keys.BLOBS], runs_dir=config.runs_dir)
+        await transitioner.run_once(session, now)
     hb = await _expect(
         await client.post(
             "/api/v1/hosts/heartbeat",

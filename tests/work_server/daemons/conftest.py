@@ -19,7 +19,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.blobs import BlobStore
-from work_server.daemons import aggregator, file_deleter, transitioner, validator
+from work_server.daemons import (
+    file_deleter,
+    job_finisher,
+    round_closer,
+    transitioner,
+    validator,
+    work_generator,
+)
 from work_server.db.engine import create_schema, make_engine, make_sessionmaker
 from work_server.db.models import (
     Blob,
@@ -60,9 +67,26 @@ class Sim:
         async with self.sm() as s:
             return await validator.run_once(s, now, blobs=self.blobs)
 
-    async def aggregate(self, now: float) -> int:
+    async def generate_work(self, now: float) -> int:
         async with self.sm() as s:
-            return await aggregator.run_once(s, now, blobs=self.blobs, runs_dir=self.runs_dir)
+            return await work_generator.run_once(s, now, blobs=self.blobs)
+
+    async def close_rounds(self, now: float) -> int:
+        async with self.sm() as s:
+            return await round_closer.run_once(s, now, blobs=self.blobs, runs_dir=self.runs_dir)
+
+    async def finish_jobs(self, now: float) -> int:
+        async with self.sm() as s:
+            return await job_finisher.run_once(s, now, runs_dir=self.runs_dir)
+
+    async def advance(self, now: float) -> dict[str, int]:
+        """Round closer -> work generator -> job finisher, in pipeline order: what the one
+        aggregator pass did before it was split. Returns what each handled."""
+        return {
+            round_closer.NAME: await self.close_rounds(now),
+            work_generator.NAME: await self.generate_work(now),
+            job_finisher.NAME: await self.finish_jobs(now),
+        }
 
     async def delete_files(self, now: float, grace_s: float) -> int:
         async with self.sm() as s:
@@ -86,7 +110,7 @@ class Sim:
 
     async def start(self, spec: JobSpec, now: float = T0) -> int:
         job_id = await self.add_job(spec, now)
-        await self.aggregate(now)
+        await self.generate_work(now)
         return job_id
 
     async def add_host(self, name: str = "h", now: float = T0) -> int:

@@ -196,7 +196,7 @@ async def test_too_late_result_recorded_never_merged(sim: Sim) -> None:
     await sim.upload(rb, T0 + 102)
     await sim.cycle(T0 + 102)
     assert (await sim.get(WorkUnit, wu.id)).state == WorkUnitState.done
-    await sim.aggregate(T0 + 103)
+    await sim.advance(T0 + 103)
 
     for attempt in range(2):  # the second attempt changes nothing
         with pytest.raises(Gone):

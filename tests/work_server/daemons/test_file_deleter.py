@@ -3,19 +3,20 @@ from __future__ import annotations
 import time
 
 from tests.work_server.daemons.conftest import T0, Sim, make_spec
+from work_server import job_info
 from work_server.db.models import Blob, DaemonRun, Job, JobState, Result
-from work_server.rounds import INFO_SHARD_SHA256, INFO_TEST_SHA256
 
 
 async def test_deletes_only_unreferenced_blobs(sim: Sim) -> None:
     finished = await sim.start(make_spec(rounds=1, seed=1))
     host = await sim.add_host()
     await sim.complete_round(finished, 1, host, T0 + 1)
-    await sim.aggregate(T0 + 2)
+    await sim.advance(T0 + 2)
     done: Job = await sim.get(Job, finished)
     assert done.state == JobState.completed
     running = await sim.start(make_spec(rounds=2, seed=2), now=T0 + 3)
     live: Job = await sim.get(Job, running)
+    done_info, live_info = job_info.load(done), job_info.load(live)
     await sim.transition(T0 + 3)
     orphan = sim.blobs.put(b"no row mentions me")
     async with sim.sm() as s:
@@ -24,18 +25,18 @@ async def test_deletes_only_unreferenced_blobs(sim: Sim) -> None:
 
     outputs = {r.output_sha256 for r in await sim.all(Result) if r.output_sha256}
     garbage = {
-        *done.info[INFO_SHARD_SHA256],
+        *done_info.shard_sha256,
         *outputs,
         orphan,
-        done.info["initial_weights_sha256"],
+        done_info.initial_weights_sha256,
     }
     keep = {
         done.model_sha256,
         live.model_sha256,
-        *live.info[INFO_SHARD_SHA256],
-        live.info[INFO_TEST_SHA256],  # shared by both jobs (same test split)
+        *live_info.shard_sha256,
+        live_info.test_sha256,  # shared by both jobs (same test split)
     }
-    assert done.info[INFO_TEST_SHA256] == live.info[INFO_TEST_SHA256]
+    assert done_info.test_sha256 == live_info.test_sha256
     assert not garbage & keep
     before = {b.sha256 for b in await sim.all(Blob)}
     assert garbage | keep <= before
@@ -49,7 +50,7 @@ async def test_deletes_only_unreferenced_blobs(sim: Sim) -> None:
     for sha in garbage:
         assert not sim.blobs.exists(sha)
     for sha in keep:
-        assert sim.blobs.exists(sha)
+        assert sha is not None and sim.blobs.exists(sha)
     assert (await sim.get(DaemonRun, "file_deleter")).last_run == T0 + 10_000
 
 

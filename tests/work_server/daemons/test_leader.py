@@ -13,6 +13,7 @@ from tests.pg import fresh_database, require_postgres
 from work_server.blobs import BlobStore
 from work_server.config import DaemonIntervals
 from work_server.daemons.leader import FileLeadership, PostgresLeadership, make_leadership
+from work_server.daemons.roster import DaemonDeps
 from work_server.daemons.scheduler import DaemonScheduler
 from work_server.db.engine import create_schema, make_engine, make_sessionmaker
 from work_server.db.models import DaemonRun
@@ -71,8 +72,7 @@ async def test_only_the_leaders_scheduler_runs_daemons(pg_url: str, tmp_path: Pa
             DaemonScheduler(
                 sessionmaker=sm,
                 intervals=DaemonIntervals(),
-                blobs=BlobStore(tmp_path / "blobs"),
-                runs_dir=tmp_path / "runs",
+                deps=DaemonDeps(blobs=BlobStore(tmp_path / "blobs"), runs_dir=tmp_path / "runs"),
                 leadership=make_leadership(e, lock_file=tmp_path / "unused.lock"),
             )
             for e in (engine, other)

@@ -1,14 +1,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tests.work_server.daemons.conftest import T0, Sim, make_spec
 from work_server.config import DaemonIntervals
-from work_server.daemons.scheduler import DAEMON_NAMES, DaemonScheduler, run_all_once, run_daemon
+from work_server.daemons.leader import FileLeadership
+from work_server.daemons.roster import DAEMON_NAMES, ROSTER, DaemonDeps, DaemonSpec
+from work_server.daemons.scheduler import DaemonScheduler, run_all_once, run_daemon
 from work_server.db.models import DaemonRun, Job, JobState, Result, Round, RoundState
 
 
@@ -19,9 +24,7 @@ async def test_scheduler_runs_every_daemon_and_shuts_down(sim: Sim) -> None:
         intervals=DaemonIntervals(
             transitioner=0.05, validator=0.05, aggregator=0.05, file_deleter=0.05
         ),
-        blobs=sim.blobs,
-        runs_dir=sim.runs_dir,
-        blob_grace_s=3600.0,
+        deps=DaemonDeps(blobs=sim.blobs, runs_dir=sim.runs_dir, blob_grace_s=3600.0),
     )
     scheduler.start()
     try:
@@ -56,12 +59,22 @@ async def test_a_failing_run_is_logged_and_recorded(sim: Sim) -> None:
 
 async def test_run_all_once_in_order(sim: Sim) -> None:
     job_id = await sim.add_job(make_spec(shards=2))
-    counts = await run_all_once(sim.sm, T0, blobs=sim.blobs, runs_dir=sim.runs_dir)
-    assert counts == {"transitioner": 0, "validator": 0, "aggregator": 1}  # job started
-    counts = await run_all_once(sim.sm, T0 + 1, blobs=sim.blobs, runs_dir=sim.runs_dir)
+    counts = await run_all_once(sim.sm, T0, deps=_deps(sim))
+    assert counts == {
+        "transitioner": 0,
+        "validator": 0,
+        "round_closer": 0,
+        "work_generator": 1,  # job started
+        "job_finisher": 0,
+    }
+    counts = await run_all_once(sim.sm, T0 + 1, deps=_deps(sim))
     assert counts["transitioner"] == 2  # round 1's work units get their results
     assert len(await sim.all(Result)) == 2
     assert (await sim.get(Job, job_id)).state == JobState.running
+
+
+def _deps(sim: Sim) -> DaemonDeps:
+    return DaemonDeps(blobs=sim.blobs, runs_dir=sim.runs_dir)
 
 
 def _slow_intervals() -> DaemonIntervals:
@@ -83,18 +96,17 @@ async def _until(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> 
 async def test_wakes_carry_a_round_through_the_pipeline(sim: Sim) -> None:
     job_id = await sim.add_job(make_spec(shards=2, rounds=2))
     host = await sim.add_host()
-    scheduler = DaemonScheduler(
-        sessionmaker=sim.sm, intervals=_slow_intervals(), blobs=sim.blobs, runs_dir=sim.runs_dir
-    )
+    scheduler = DaemonScheduler(sessionmaker=sim.sm, intervals=_slow_intervals(), deps=_deps(sim))
     scheduler.start()
     try:
-        # the aggregator's first run starts the job and wakes the transitioner
+        # the work generator's first run starts the job and wakes the transitioner
         assert await _until(lambda: _count(sim, Result, 2))
         for wu in await sim.wus(job_id, 1):
             for r in await sim.claim_all(wu.id, [host], time.time()):
                 await sim.upload(r.id, time.time(), noise=0.01)
         scheduler.wake("transitioner")  # what the upload handler does
-        # transitioner -> validator -> aggregator (closes round 1) -> transitioner (round 2)
+        # transitioner -> validator -> round closer (closes round 1) -> work generator
+        # (round 2) -> transitioner (its results)
         assert await _until(lambda: _count(sim, Result, 4))
     finally:
         await scheduler.shutdown()
@@ -111,8 +123,7 @@ async def test_without_wakes_work_waits_for_the_interval(sim: Sim) -> None:
     scheduler = DaemonScheduler(
         sessionmaker=sim.sm,
         intervals=_slow_intervals(),
-        blobs=sim.blobs,
-        runs_dir=sim.runs_dir,
+        deps=_deps(sim),
         wake_pipeline=False,
     )
     scheduler.start()
@@ -134,3 +145,74 @@ async def _count(sim: Sim, model: type[Result], n: int) -> bool:
 async def _job_running(sim: Sim) -> bool:
     jobs = await sim.all(Job)
     return bool(jobs) and jobs[0].state == JobState.running
+
+
+async def test_a_run_longer_than_its_interval_skips_ticks_quietly(
+    sim: Sim, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ticks during a run do nothing, without APScheduler's "maximum number of running
+    instances reached" warning; runs never overlap; the next tick after a run starts one."""
+    active, overlaps, runs = 0, 0, 0
+
+    async def slow(session: AsyncSession, now: float, deps: DaemonDeps) -> int:
+        nonlocal active, overlaps, runs
+        active += 1
+        overlaps += active > 1
+        await asyncio.sleep(0.3)
+        active -= 1
+        runs += 1
+        return 0
+
+    roster = (DaemonSpec(name="slow", run_once=slow, interval_field="transitioner"),)
+    scheduler = DaemonScheduler(
+        sessionmaker=sim.sm,
+        intervals=DaemonIntervals(transitioner=0.02),
+        deps=_deps(sim),
+        roster=roster,
+    )
+    caplog.set_level(logging.DEBUG)
+    scheduler.start()
+    try:
+        assert await _until(lambda: _at_least(lambda: runs, 3), within=10.0)
+    finally:
+        await scheduler.shutdown()
+    assert overlaps == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert any("tick skipped" in r.getMessage() for r in caplog.records)
+
+
+async def test_taking_the_daemon_lock_is_logged_at_info(
+    sim: Sim, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler = DaemonScheduler(
+        sessionmaker=sim.sm,
+        intervals=_slow_intervals(),
+        deps=_deps(sim),
+        leadership=FileLeadership(tmp_path / "daemons.lock"),
+    )
+    caplog.set_level(logging.INFO, logger="work_server.daemons.scheduler")
+    assert await scheduler.check_leadership() and scheduler.role == "leader"
+    assert await scheduler.check_leadership()  # still ours: logged once
+    [record] = caplog.records
+    assert record.levelno == logging.INFO and "is now the leader" in record.getMessage()
+    assert scheduler.leadership is not None
+    await scheduler.leadership.release()
+
+
+def test_the_roster_names_each_daemon_once_in_pipeline_order() -> None:
+    assert DAEMON_NAMES == (
+        "transitioner",
+        "validator",
+        "round_closer",
+        "work_generator",
+        "job_finisher",
+        "file_deleter",
+    )
+    intervals = DaemonIntervals(aggregator=7.0)
+    fl = [s for s in ROSTER if s.name in ("round_closer", "work_generator", "job_finisher")]
+    assert [s.interval(intervals) for s in fl] == [7.0, 7.0, 7.0]
+    assert all(set(s.wakes) <= set(DAEMON_NAMES) for s in ROSTER)
+
+
+async def _at_least(value: Callable[[], int], n: int) -> bool:
+    return value() >= n

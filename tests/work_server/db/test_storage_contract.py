@@ -144,7 +144,7 @@ async def test_the_daemons_complete_a_job(store: Sim) -> None:
     host = await store.add_host()
     for number in (1, 2):
         await store.complete_round(job_id, number, host, T0 + 10 * number)
-        assert await store.aggregate(T0 + 10 * number + 1) == 1
+        assert (await store.advance(T0 + 10 * number + 1))["round_closer"] == 1
     job = await store.get(Job, job_id)
     assert job.state == JobState.completed and job.model_sha256
     rounds = await store.all(Round, col(Round.job_id) == job_id)
@@ -152,12 +152,13 @@ async def test_the_daemons_complete_a_job(store: Sim) -> None:
     assert all(r.results_success == 2 for r in rounds)
 
 
-async def test_concurrent_aggregators_close_a_round_once(store: Sim) -> None:
+async def test_concurrent_round_closers_close_a_round_once(store: Sim) -> None:
     job_id = await store.start(make_spec(shards=2, rounds=3))
     host = await store.add_host()
     await store.complete_round(job_id, 1, host, T0 + 10)
-    handled = await asyncio.gather(*(store.aggregate(T0 + 11) for _ in range(3)))
-    assert sum(handled) == 1
+    handled = await asyncio.gather(*(store.advance(T0 + 11) for _ in range(3)))
+    assert sum(h["round_closer"] for h in handled) == 1
+    assert sum(h["work_generator"] for h in handled) == 1  # round 2, made once
     async with store.sm() as s:
         numbers = (
             await s.exec(

@@ -158,7 +158,7 @@ def test_operator_trains_from_the_browser(tmp_path: Path) -> None:
             # 5. server status (public) and hosts
             nav(page, "Server status")
             expect(page.locator("#hosts-day")).to_have_text("2")
-            expect(page.locator("#daemons")).to_contain_text("aggregator")
+            expect(page.locator("#daemons")).to_contain_text("round closer")
             shot(page, "server-status")
             nav(page, "Hosts")
             expect(page.locator("#hosts tbody tr")).to_have_count(2)

@@ -12,7 +12,7 @@ from sqlmodel import select
 from tests.work_server.web.conftest import Client, page_csrf
 from work_server import keys
 from work_server.db.models import DaemonRun, Host, Job, JobState, Round
-from work_server.rounds import INFO_CONFUSION
+from work_server.job_info import JobInfo
 
 
 async def post_form(client: Client, path: str, data: dict[str, Any], **kw: Any) -> Any:
@@ -79,7 +79,7 @@ async def test_every_job_option_is_on_the_form(logged_in: Client) -> None:
 
 
 async def _fake_progress(client: Client, job_id: int, rounds: int, *, done: bool) -> None:
-    """Write what the aggregator would: evaluated rounds and the confusion matrix."""
+    """Write what the round closer would: evaluated rounds and the confusion matrix."""
     assert client.app is not None
     now = time.time()
     async with client.app[keys.SESSIONMAKER]() as session:
@@ -109,7 +109,18 @@ async def _fake_progress(client: Client, job_id: int, rounds: int, *, done: bool
             )
         job.current_round = rounds
         job.state = JobState.completed if done else JobState.running
-        job.info = {INFO_CONFUSION: [[5 if i == j else 1 for j in range(10)] for i in range(10)]}
+        no_blob = "0" * 64
+        job.info = JobInfo(
+            shard_sha256=[no_blob],
+            shard_sizes=[1],
+            shard_bytes=[1],
+            test_sha256=no_blob,
+            num_train_samples=1,
+            num_test_samples=1,
+            weights_bytes=1,
+            initial_weights_sha256=no_blob,
+            confusion_matrix=[[5 if i == j else 1 for j in range(10)] for i in range(10)],
+        ).to_json()
         if done:
             job.model_sha256 = client.app[keys.BLOBS].put(b"final model bytes")
         session.add(job)
@@ -227,7 +238,8 @@ async def test_server_status_page(client: Client) -> None:
     client.app[keys.BLOBS].put(b"x" * 2048)
     html = await (await client.get("/server-status")).text()
     for text in (
-        "transitioner", "validator", "aggregator", "file deleter", "Tasks ready to send",
+        "transitioner", "validator", "round closer", "work generator", "job finisher",
+        "file deleter", "Tasks ready to send",
         "Tasks in progress", "waiting for validation", "Results received in the last hour",
         "Hosts active in the last 24 h", "Disk used by blobs",
     ):  # fmt: skip

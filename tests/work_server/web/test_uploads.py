@@ -10,9 +10,9 @@ from sqlmodel import select
 
 from tests.work_server.ml.test_uploaded import images_labels, npz, pickled_npz
 from tests.work_server.web.conftest import Client, page_csrf
-from work_server import keys
+from work_server import job_info, keys
+from work_server.daemons.work_generator import start_job
 from work_server.db.models import Blob, Job, UploadedDataset
-from work_server.rounds import INFO_NUM_TEST, INFO_NUM_TRAIN, start_job
 
 
 async def upload(client: Client, filename: str, data: bytes, name: str = "my digits") -> Any:
@@ -61,7 +61,8 @@ async def test_upload_and_train_from_it(logged_in: Client) -> None:
         await session.commit()
         await session.refresh(job)
     assert job.state == "running"
-    assert job.info[INFO_NUM_TRAIN] == 160 and job.info[INFO_NUM_TEST] == 40
+    info = job_info.load(job)
+    assert info.num_train_samples == 160 and info.num_test_samples == 40
 
 
 async def test_refused_upload_stores_nothing(logged_in: Client) -> None:

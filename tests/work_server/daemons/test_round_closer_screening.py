@@ -1,4 +1,4 @@
-"""The aggregator's screening of canonical results (``MergeSpec.screen_norm_ratio``)."""
+"""The round closer's screening of canonical results (``MergeSpec.screen_norm_ratio``)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ async def test_screened_result_is_invalid_and_left_out(sim: Sim) -> None:
     job_id = await sim.start(spec)
     previous_sha = (await sim.get(Job, job_id)).model_sha256
     hosts, results = await _play_round(sim, job_id, [0.01, 0.01, 1.0, 0.01])
-    assert await sim.aggregate(T0 + 6) == 1
+    assert await sim.close_rounds(T0 + 6) == 1
 
     bad: Result = await sim.get(Result, results[2])
     assert (bad.outcome, bad.validate_state) == (Outcome.validate_error, ValidateState.invalid)
@@ -59,13 +59,14 @@ async def test_screened_result_is_invalid_and_left_out(sim: Sim) -> None:
         decode_weights(sim.blobs.get((await sim.get(Result, results[0])).output_sha256)), previous
     )
     assert delta_norm(merged, previous) < quiet
-    assert job.current_round == 2
+    await sim.generate_work(T0 + 6)
+    assert (await sim.get(Job, job_id)).current_round == 2
 
 
 async def test_screening_off_by_default(sim: Sim) -> None:
     job_id = await sim.start(make_spec(shards=4, rounds=1))
     _, results = await _play_round(sim, job_id, [0.01, 0.01, 1.0, 0.01])
-    assert await sim.aggregate(T0 + 6) == 1
+    assert await sim.close_rounds(T0 + 6) == 1
     for rid in results:
         assert (await sim.get(Result, rid)).outcome == Outcome.success
     (r1,) = await sim.all(Round, col(Round.job_id) == job_id)

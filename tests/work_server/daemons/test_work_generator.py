@@ -1,16 +1,15 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from sqlmodel import col
 
 from tests.work_server.daemons.conftest import T0, Sim, make_spec
+from work_server import job_info
+from work_server.daemons import job_data
+from work_server.daemons.work_generator import OUTPUT_SIZE_SLACK, task_seed
 from work_server.db.models import Blob, Job, JobState, Round, WorkUnitState
-from work_server.rounds import (
-    INFO_NUM_TEST,
-    INFO_SHARD_SHA256,
-    INFO_SHARD_SIZES,
-    OUTPUT_SIZE_SLACK,
-    task_seed,
-)
 from yadml_common.wire import TaskConfig
 
 
@@ -22,10 +21,13 @@ async def test_start_job_builds_shards_and_round_one(sim: Sim) -> None:
     assert job.state == JobState.running
     assert job.started_at == T0
     assert job.current_round == 1
-    shas = job.info[INFO_SHARD_SHA256]
+    info = job_info.load(job)
+    shas = info.shard_sha256
     assert len(shas) == 3 and len(set(shas)) == 3
-    assert sum(job.info[INFO_SHARD_SIZES]) == 1437  # digits train split
-    assert job.info[INFO_NUM_TEST] == 360
+    assert sum(info.shard_sizes) == 1437  # digits train split
+    assert info.num_test_samples == 360
+    assert info.confusion_matrix is None and "confusion_matrix" not in job.info
+    assert job.model_sha256 is not None
     for sha in [*shas, job.model_sha256]:
         assert sim.blobs.exists(sha)
         assert (await sim.get(Blob, sha)) is not None
@@ -71,3 +73,36 @@ async def test_open_round_has_sql_null_metrics(sim: Sim) -> None:
     assert len(await sim.all(Round, col(Round.metrics).is_(None))) == 1
     assert await sim.all(Round, col(Round.metrics).is_not(None)) == []
     assert job_id
+
+
+async def test_start_failure_fails_the_job(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str, **_: Path | None) -> None:
+        raise FileNotFoundError(f"dataset {name} not found")
+
+    monkeypatch.setattr(job_data, "load_dataset", missing)
+    job_id = await sim.start(make_spec())
+    job = await sim.get(Job, job_id)
+    assert job.state == JobState.failed and "not found" in job.error
+    assert job.finished_at == T0
+    assert await sim.all(Round) == []
+
+
+async def test_next_round_once_the_round_is_done(sim: Sim) -> None:
+    job_id = await sim.start(make_spec(shards=2, rounds=2))
+    host = await sim.add_host()
+    assert await sim.generate_work(T0 + 1) == 0  # round 1 still running
+    await sim.complete_round(job_id, 1, host, T0 + 10)
+    assert await sim.close_rounds(T0 + 11) == 1
+    merged = (await sim.get(Job, job_id)).model_sha256
+    assert await sim.generate_work(T0 + 12) == 1
+    assert await sim.generate_work(T0 + 13) == 0  # made once
+    job: Job = await sim.get(Job, job_id)
+    assert job.current_round == 2
+    r2 = (await sim.all(Round, col(Round.number) == 2))[0]
+    assert r2.weights_sha256 == merged and r2.started_at == T0 + 12
+    assert all(wu.transition_time == T0 + 12 for wu in await sim.wus(job_id, 2))
+    # after the last round there is no next one: the job finisher ends the job
+    await sim.complete_round(job_id, 2, host, T0 + 20)
+    assert await sim.close_rounds(T0 + 21) == 1
+    assert await sim.generate_work(T0 + 22) == 0
+    assert len(await sim.all(Round)) == 2
