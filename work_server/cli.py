@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from work_server.auth import new_token
-from work_server.config import DaemonIntervals, ServerConfig
+from work_server.config import DEFAULT_RUNS_DIR, DEFAULT_STATE_DIR, DaemonIntervals, ServerConfig
 from work_server.db.cli import add_db_parser, db_main
 from work_server.key_cli import add_key_parser, key_main
 from work_server.ratelimit import Rate
@@ -44,70 +44,80 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yadml-server", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the work server and its daemons")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--state-dir", type=Path, default=Path("var"))
-    serve.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    # every default comes from ServerConfig: the config is the one place that states them
+    d = ServerConfig(state_dir=DEFAULT_STATE_DIR, runs_dir=DEFAULT_RUNS_DIR, operator_token="")
+    serve.add_argument("--host", default=d.host)
+    serve.add_argument("--port", type=int, default=d.port)
+    serve.add_argument("--state-dir", type=Path, default=d.state_dir)
+    serve.add_argument("--runs-dir", type=Path, default=d.runs_dir)
     serve.add_argument(
         "--database-url",
-        default=None,
+        default=d.database_url,
         help="SQLAlchemy async URL (default: SQLite in the state dir); several server "
         "processes may share one postgresql+asyncpg:// database",
     )
     serve.add_argument(
         "--public-url",
-        default=None,
+        default=d.public_url,
         help="base URL volunteers reach this server at (default: relative URLs)",
     )
-    serve.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX directory")
-    serve.add_argument("--fashion-dir", type=Path, default=None, help="Fashion-MNIST directory")
-    serve.add_argument("--max-running-jobs", type=int, default=1)
+    serve.add_argument("--data-dir", type=Path, default=d.data_dir, help="MNIST IDX directory")
+    serve.add_argument(
+        "--fashion-dir", type=Path, default=d.fashion_dir, help="Fashion-MNIST directory"
+    )
+    serve.add_argument("--max-running-jobs", type=int, default=d.max_running_jobs)
     serve.add_argument(
         "--retry-after",
         type=float,
-        default=5.0,
+        default=d.retry_after_s,
         help="seconds a host without work is told to wait, at least (see --idle-polls-per-s)",
     )
     serve.add_argument(
         "--idle-polls-per-s",
         type=float,
-        default=100.0,
+        default=d.idle_polls_per_s,
         help="budget for all hosts' idle polls: the wait grows with the active hosts",
     )
     serve.add_argument(
-        "--max-retry-after", type=float, default=600.0, help="the longest wait a host is told"
+        "--max-retry-after",
+        type=float,
+        default=d.max_retry_after_s,
+        help="the longest wait a host is told",
     )
-    defaults = DaemonIntervals()
     for name in ("transitioner", "validator", "aggregator", "file_deleter"):
         serve.add_argument(
             f"--interval-{name.replace('_', '-')}",
             type=float,
-            default=getattr(defaults, name),
+            default=getattr(d.intervals, name),
             help=f"seconds between {name} runs",
         )
-    serve.add_argument("--no-daemons", action="store_true", help="serve the API only")
+    serve.add_argument(
+        "--no-daemons",
+        action="store_true",
+        default=not d.run_daemons,
+        help="serve the API only",
+    )
     serve.add_argument(
         "--worker-image",
-        default=None,
+        default=d.worker_image,
         metavar="DIGEST",
         help="worker image for docker units, by digest: sha256:<id> or name@sha256:<digest>",
     )
     serve.add_argument(
         "--vm-image",
-        default=None,
+        default=d.vm_image,
         metavar="ID",
         help="VM image for vm units: yadml-vm@sha256:<raw disk sha256> (its manifest's id)",
     )
-    serve.add_argument("--project-name", default="YADML", help="shown to attaching clients")
-    serve.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS: PEM chain")
-    serve.add_argument("--tls-key", type=Path, default=None, help="serve HTTPS: PEM key")
-    limits = ServerConfig(state_dir=Path(), runs_dir=Path(), operator_token="")
+    serve.add_argument("--project-name", default=d.project_name, help="shown to attaching clients")
+    serve.add_argument("--tls-cert", type=Path, default=d.tls_cert, help="serve HTTPS: PEM chain")
+    serve.add_argument("--tls-key", type=Path, default=d.tls_key, help="serve HTTPS: PEM key")
     for flag, attr, what in (
         ("--rate-register", "rate_register_per_ip", "registrations per client IP"),
         ("--rate-work-ip", "rate_work_per_ip", "work requests per client IP"),
         ("--rate-work-host", "rate_work_per_host", "work requests per host"),
     ):
-        rate: Rate = getattr(limits, attr)
+        rate: Rate = getattr(d, attr)
         serve.add_argument(
             flag,
             dest=attr,
@@ -119,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--trusted-proxy",
         action="append",
-        default=[],
+        default=sorted(d.trusted_proxies),
         metavar="IP",
         help="believe X-Forwarded-For from this reverse proxy address (repeatable)",
     )
@@ -128,6 +138,41 @@ def build_parser() -> argparse.ArgumentParser:
     add_key_parser(sub)
     add_db_parser(sub)
     return parser
+
+
+def server_config(args: argparse.Namespace, *, operator_token: str) -> ServerConfig:
+    """The config of ``serve`` from its parsed options."""
+    return ServerConfig(
+        state_dir=args.state_dir,
+        runs_dir=args.runs_dir,
+        operator_token=operator_token,
+        database_url=args.database_url,
+        host=args.host,
+        port=args.port,
+        public_url=args.public_url,
+        data_dir=args.data_dir,
+        fashion_dir=args.fashion_dir,
+        max_running_jobs=args.max_running_jobs,
+        retry_after_s=args.retry_after,
+        idle_polls_per_s=args.idle_polls_per_s,
+        max_retry_after_s=args.max_retry_after,
+        run_daemons=not args.no_daemons,
+        worker_image=args.worker_image,
+        vm_image=args.vm_image,
+        project_name=args.project_name,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        rate_register_per_ip=args.rate_register_per_ip,
+        rate_work_per_ip=args.rate_work_per_ip,
+        rate_work_per_host=args.rate_work_per_host,
+        trusted_proxies=frozenset(args.trusted_proxy),
+        intervals=DaemonIntervals(
+            transitioner=args.interval_transitioner,
+            validator=args.interval_validator,
+            aggregator=args.interval_aggregator,
+            file_deleter=args.interval_file_deleter,
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,37 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     from work_server import keys
     from work_server.app import create_app
 
-    config = ServerConfig(
-        state_dir=args.state_dir,
-        runs_dir=args.runs_dir,
-        operator_token=token,
-        database_url=args.database_url,
-        host=args.host,
-        port=args.port,
-        public_url=args.public_url,
-        data_dir=args.data_dir,
-        fashion_dir=args.fashion_dir,
-        max_running_jobs=args.max_running_jobs,
-        retry_after_s=args.retry_after,
-        idle_polls_per_s=args.idle_polls_per_s,
-        max_retry_after_s=args.max_retry_after,
-        run_daemons=not args.no_daemons,
-        worker_image=args.worker_image,
-        vm_image=args.vm_image,
-        project_name=args.project_name,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        rate_register_per_ip=args.rate_register_per_ip,
-        rate_work_per_ip=args.rate_work_per_ip,
-        rate_work_per_host=args.rate_work_per_host,
-        trusted_proxies=frozenset(args.trusted_proxy),
-        intervals=DaemonIntervals(
-            transitioner=args.interval_transitioner,
-            validator=args.interval_validator,
-            aggregator=args.interval_aggregator,
-            file_deleter=args.interval_file_deleter,
-        ),
-    )
+    config = server_config(args, operator_token=token)
     ssl_context = None
     if config.tls_cert is not None and config.tls_key is not None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

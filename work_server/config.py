@@ -1,4 +1,8 @@
-"""Server configuration: one frozen dataclass, built by the CLI or by tests."""
+"""Server configuration: one frozen dataclass, built by the CLI or by tests.
+
+Its defaults are the only copy: ``yadml-server serve`` takes every option's default from here
+(``tests/work_server/test_cli.py`` checks that a bare ``serve`` builds the default config).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,10 @@ from pathlib import Path
 
 from work_server.ratelimit import Rate
 
+#: ``yadml-server serve``'s state and report directories (the config itself requires both)
+DEFAULT_STATE_DIR = Path("var")
+DEFAULT_RUNS_DIR = Path("runs")
+
 
 @dataclass(frozen=True, kw_only=True)
 class DaemonIntervals:
@@ -14,6 +22,8 @@ class DaemonIntervals:
 
     transitioner: float = 2.0
     validator: float = 2.0
+    #: the federated-learning daemons: round closer, work generator, job finisher (once one
+    #: "aggregator"; the name stays that of ``--interval-aggregator``)
     aggregator: float = 2.0
     file_deleter: float = 300.0
 
@@ -33,7 +43,7 @@ class ServerConfig:
     max_running_jobs: int = 1
     intervals: DaemonIntervals = field(default_factory=DaemonIntervals)
     run_daemons: bool = True  # tests may drive run_once() by hand instead
-    retry_after_s: float = 2.0  # told to clients when there is no work (the minimum)
+    retry_after_s: float = 5.0  # told to clients when there is no work (the minimum)
     #: idle polls the whole fleet may send per second: retry_after_s grows with the number
     #: of active hosts to keep within it (``work_server.services.pacing``), up to max_retry_after_s
     idle_polls_per_s: float = 100.0

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from work_server import demo
+from work_server.config import DEFAULT_RUNS_DIR, ServerConfig
 from work_server.job_spec import JobSpec
 from work_server.launch import free_port
 
@@ -36,6 +37,27 @@ def test_defaults_build_the_documented_job() -> None:
     assert spec.runtimes == ["process"]
     # everything else keeps the wire defaults
     assert spec.replication == JobSpec(dataset="mnist").replication
+
+
+def test_defaults_are_the_job_and_server_defaults() -> None:
+    d = demo.DemoOptions()
+    job = JobSpec(dataset=d.dataset)
+    assert demo.build_job_spec(d) == job  # the demo's default job is JobSpec's default job
+    assert (d.volunteers, d.rounds, d.local_epochs, d.seed) == (
+        job.shards,
+        job.rounds,
+        job.local_epochs,
+        job.seed,
+    )
+    assert (d.split, d.merge, d.update_encoding) == (
+        job.split.method,
+        job.merge.method,
+        job.update_encoding,
+    )
+    assert [d.executor] == job.runtimes
+    assert demo.delay_bound(d) == job.replication.delay_bound_s
+    server = ServerConfig(state_dir=d.state_dir, runs_dir=DEFAULT_RUNS_DIR, operator_token="")
+    assert (d.port, d.runs_dir) == (server.port, server.runs_dir)
 
 
 def test_options_reach_the_job_spec() -> None:

@@ -27,6 +27,7 @@ from work_server.demo.options import (
     EXECUTORS,
     FINAL_STATES,
     HOST,
+    JOB_DEFAULTS,
     MERGE_METHODS,
     POLL_INTERVAL_S,
     SPLIT_METHODS,
@@ -149,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="delay_bound_s",
         type=_positive_float,
         default=d.delay_bound_s,
-        help="work unit deadline in seconds (default 600, or 60 with late/vanish faults)",
+        help=f"work unit deadline in seconds (default {JOB_DEFAULTS.replication.delay_bound_s:g}, "
+        "or 60 with late/vanish faults)",
     )
     p.add_argument(
         "--adaptive", action="store_true", help="adaptive replication (host trust, spot checks)"

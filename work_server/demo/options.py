@@ -1,4 +1,8 @@
-"""Demo options, constants and the job spec the demo submits."""
+"""Demo options, constants and the job spec the demo submits.
+
+Options that mirror a job or server setting take their defaults from ``JobSpec`` and
+``ServerConfig`` (:data:`JOB_DEFAULTS`), so the demo cannot drift from them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any, get_args
 
 import pydantic
 
+from work_server.config import DEFAULT_RUNS_DIR, ServerConfig
 from work_server.job_spec import JobSpec, SplitSpec
 from work_server.merge import MERGE_METHODS as MERGE_METHODS  # the --merge choices
 from yadml_common.wire import RUNTIMES
@@ -28,6 +33,8 @@ DATASETS = tuple(d for d in _literal_choices(JobSpec, "dataset") if d != "upload
 SPLIT_METHODS = _literal_choices(SplitSpec, "method")
 UPDATE_ENCODINGS = _literal_choices(JobSpec, "update_encoding")
 EXECUTORS: tuple[str, ...] = tuple(RUNTIMES)
+#: the job every option the demo does not set keeps (its dataset is the demo's default too)
+JOB_DEFAULTS = JobSpec(dataset="mnist")
 
 
 class DemoError(Exception):
@@ -43,18 +50,19 @@ class Terminated(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class DemoOptions:
-    dataset: str = "mnist"
-    volunteers: int = 4
-    rounds: int = 5
-    split: str = "stratified"
-    merge: str = "simple_average"
-    local_epochs: int = 1
-    executor: str = "process"
-    port: int = 8080
+    dataset: str = JOB_DEFAULTS.dataset
+    #: one data shard per volunteer
+    volunteers: int = JOB_DEFAULTS.shards
+    rounds: int = JOB_DEFAULTS.rounds
+    split: str = JOB_DEFAULTS.split.method
+    merge: str = JOB_DEFAULTS.merge.method
+    local_epochs: int = JOB_DEFAULTS.local_epochs
+    executor: str = JOB_DEFAULTS.runtimes[0]
+    port: int = ServerConfig.port
     state_dir: Path = Path("var/demo")
-    runs_dir: Path = Path("runs")
+    runs_dir: Path = DEFAULT_RUNS_DIR
     data_dir: Path | None = None
-    seed: int = 0
+    seed: int = JOB_DEFAULTS.seed
     timeout_s: float = 3600.0
     startup_timeout_s: float = 120.0
     reuse_state: bool = False
@@ -64,7 +72,8 @@ class DemoOptions:
     faults: str = ""
     #: "NAME[:FRACTION]": that fraction of the volunteers (default 0.2) attack on every unit
     attack: str = ""
-    #: work unit deadline; None: 600 s, or 60 s when faults include late/vanish
+    #: work unit deadline; None: the job default (600 s), or 60 s when faults include
+    #: late/vanish
     delay_bound_s: float | None = None
     adaptive: bool = False
     screen_norm_ratio: float | None = None
@@ -73,7 +82,7 @@ class DemoOptions:
     #: train on a seeded random subset of this many images (JobSpec.train_subset); None: all
     train_subset: int | None = None
     #: how volunteers upload results (JobSpec.update_encoding): fp32, fp16 or int8 deltas
-    update_encoding: str = "fp32"
+    update_encoding: str = JOB_DEFAULTS.update_encoding
 
 
 def attack_plan(opts: DemoOptions) -> tuple[str, list[int]]:
@@ -109,10 +118,10 @@ def build_job_spec(opts: DemoOptions) -> JobSpec:
 
 
 def replication(opts: DemoOptions) -> dict[str, Any]:
-    """Wire defaults, except a short deadline for late/vanish faults and, with --adaptive,
+    """Job defaults, except a short deadline for late/vanish faults and, with --adaptive,
     trust after 3 consecutive valid results (the demo's jobs are short)."""
     rep: dict[str, Any] = {}
-    if delay_bound(opts) != 600.0:
+    if delay_bound(opts) != JOB_DEFAULTS.replication.delay_bound_s:
         rep["delay_bound_s"] = delay_bound(opts)
     if opts.adaptive:
         rep.update(adaptive=True, trust_threshold=3)
@@ -122,4 +131,6 @@ def replication(opts: DemoOptions) -> dict[str, Any]:
 def delay_bound(opts: DemoOptions) -> float:
     if opts.delay_bound_s is not None:
         return opts.delay_bound_s
-    return 60.0 if ("late" in opts.faults or "vanish" in opts.faults) else 600.0
+    if "late" in opts.faults or "vanish" in opts.faults:
+        return 60.0
+    return JOB_DEFAULTS.replication.delay_bound_s
