@@ -108,7 +108,7 @@ test: venv data-mnist data-fashion image vm-image browser postgres compose deplo
 
 bench: venv data-mnist image vm-image postgres ## run every benchmark in bench/ (bounded, ~15 min); tables + bench/results/*.json
 	@export YADML_TEST_PG_URL="$${YADML_TEST_PG_URL:-$$(scripts/postgres.sh url)}"; \
-	$(PY) bench/run_all.py $(BENCH_ARGS)
+	$(PY) -m bench.run_all $(BENCH_ARGS)
 
 lint: venv ## ruff check, ruff format --check, mypy (strict)
 	@rc=0; \

@@ -9,8 +9,8 @@ see torch, so we measure the peak RSS delta of a fresh subprocess per cell). Eac
 best of up to 3 runs when a run is short (under ``REPEAT_BELOW_S``), so a loaded machine's
 noise does not decide the sub-second cells; the floor is timed the same way in the same cell.
 
-    .venv/bin/python bench/aggregation.py            # K = 10, 100, 1000
-    .venv/bin/python bench/aggregation.py --quick    # K = 10, 100
+    .venv/bin/python -m bench.aggregation            # K = 10, 100, 1000
+    .venv/bin/python -m bench.aggregation --quick    # K = 10, 100
 
 Writes ``bench/results/aggregation.json``.
 """
@@ -22,15 +22,11 @@ import json
 import math
 import resource
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, overload
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results"
+from bench import common
 
 #: parameter shapes of the two models
 MODELS: dict[str, list[tuple[int, ...]]] = {
@@ -148,19 +144,15 @@ def run_cell(model: str, k: int, policy: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap = common.bench_parser(__doc__, results="aggregation")
     ap.add_argument("--quick", action="store_true", help="K = 10 and 100 only")
     ap.add_argument("--cell", nargs=3, metavar=("MODEL", "K", "POLICY"), help=argparse.SUPPRESS)
-    ap.add_argument("--output", type=Path, default=RESULTS / "aggregation.json")
     args = ap.parse_args()
     if args.cell:
         print(json.dumps(run_cell(args.cell[0], int(args.cell[1]), args.cell[2])))
         return 0
 
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
+    console = common.console()
     started = time.perf_counter()
     ks = [10, 100] if args.quick else [10, 100, 1000]
     rows: list[dict[str, Any]] = []
@@ -170,7 +162,8 @@ def main() -> int:
                 if policy == "krum" and k * _params(model) > 20_000_000:
                     continue  # O(K^2 P) pairwise distances: see README
                 out = subprocess.run(
-                    [sys.executable, __file__, "--cell", model, str(k), policy],
+                    common.module_command("bench.aggregation", "--cell", model, str(k), policy),
+                    cwd=common.ROOT,
                     capture_output=True,
                     text=True,
                     timeout=1800,
@@ -197,19 +190,20 @@ def main() -> int:
         for r in rows
         if r.get("policy") == "simple_average" and "seconds" in r
     }
-    table = Table(title="aggregation: seconds per merge, vs the one-pass floor")
-    for col in (
-        "model",
-        "K",
-        "policy",
-        "seconds",
-        "floor s",
-        "% of floor speed",
-        "x simple_average",
-        "peak extra MB",
-        "updates MB",
-    ):
-        table.add_column(col, justify="right")
+    table = common.table(
+        "aggregation: seconds per merge, vs the one-pass floor",
+        [
+            "model",
+            "K",
+            "policy",
+            "seconds",
+            "floor s",
+            "% of floor speed",
+            "x simple_average",
+            "peak extra MB",
+            "updates MB",
+        ],
+    )
     for r in rows:
         if "seconds" not in r:
             table.add_row(r["model"], str(r["k"]), r["policy"], "failed", "", "", "", "", "")
@@ -230,10 +224,7 @@ def main() -> int:
     console.print(table)
     total_s = time.perf_counter() - started
     console.print(f"whole benchmark: {total_s:.0f} s")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps({"rows": rows, "pool": POOL, "total_seconds": total_s}, indent=2)
-    )
+    common.write_results(args.output, {"rows": rows, "pool": POOL, "total_seconds": total_s})
     return 0
 
 

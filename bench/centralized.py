@@ -4,7 +4,7 @@ Uses the volunteer trainer's training loop (:func:`yadml_trainer.training.run_ep
 optimizer for the whole run) and the server's datasets and evaluation, so the numbers are
 directly comparable with a federated job.
 
-    .venv/bin/python bench/centralized.py --dataset mnist --epochs 5 --threads 2
+    .venv/bin/python -m bench.centralized --dataset mnist --epochs 5 --threads 2
 
 Prints a table (one row per epoch: train loss, test accuracy/loss/F1, wall time) and writes
 ``bench/results/centralized_<dataset>.json``.
@@ -12,38 +12,29 @@ Prints a table (one row per epoch: train loss, test accuracy/loss/F1, wall time)
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
-from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench import common
 from work_server.ml.datasets import DATASET_NAMES, load_dataset
 from work_server.ml.evaluate import evaluate
 from yadml_common.wire import TaskConfig
 from yadml_trainer.models import build_model, initial_state
 from yadml_trainer.training import deterministic, make_optimizer, run_epoch
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Centralised LeNet baseline")
+    p = common.bench_parser(__doc__, results=None)
     p.add_argument("--dataset", default="mnist", choices=DATASET_NAMES)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--output", type=Path, default=None)
+    common.add_seed(p)
+    common.add_threads(p, default=2, help="torch threads")
     args = p.parse_args(argv)
 
     ds = load_dataset(args.dataset)
@@ -53,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         dataset=args.dataset, batch_size=args.batch_size, lr=args.lr,
         optimizer=args.optimizer, seed=args.seed,
     )  # fmt: skip
-    console = Console()
-    table = Table(title=f"Centralised LeNet on {args.dataset} ({len(labels)} train samples)")
-    for col in ("epoch", "train loss", "test acc", "test loss", "F1 macro", "epoch s", "total s"):
-        table.add_column(col, justify="right")
+    console = common.console()
+    table = common.table(
+        f"Centralised LeNet on {args.dataset} ({len(labels)} train samples)",
+        ["epoch", "train loss", "test acc", "test loss", "F1 macro", "epoch s", "total s"],
+    )
     epochs: list[dict[str, float]] = []
     started = time.perf_counter()
     with deterministic(args.seed, threads=args.threads), Live(table, console=console):
@@ -81,8 +73,6 @@ def main(argv: list[str] | None = None) -> int:
                 str(epoch), f"{loss:.4f}", f"{ev.accuracy:.4f}", f"{ev.loss:.4f}",
                 f"{ev.f1_macro:.4f}", f"{train_s:.1f}", f"{total:.1f}",
             )  # fmt: skip
-    out = args.output or RESULTS_DIR / f"centralized_{args.dataset}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "dataset": args.dataset,
         "model": "lenet",
@@ -91,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": epochs,
         "wall_s": time.perf_counter() - started,
     }
-    out.write_text(json.dumps(payload, indent=2) + "\n")
-    console.print(f"\nwrote {out}")
+    common.write_results(
+        args.output or common.results_path(f"centralized_{args.dataset}"), payload, out=console
+    )
     return 0
 
 

@@ -5,11 +5,11 @@ The same seeded work (a running job, ``--units`` work units with one unsent resu
 tiny blobs) and the same load: ``--hosts`` simulated hosts in one load-generator process
 (``dispatch_throughput.host_loop``: request work -> download inputs -> upload), host ``i``
 talking to server ``i mod N``. The servers share one state directory (keys, blobs) and run
-with ``--no-daemons``, as in ``dispatch_throughput.py``. After each run the database must
+with ``--no-daemons``, as in ``bench.dispatch_throughput``. After each run the database must
 show every accepted result exactly once (``over/success`` rows == accepted uploads).
 
-    .venv/bin/python bench/dispatch_scaling.py            # needs YADML_TEST_PG_URL or
-                                                          # scripts/postgres.sh (make postgres)
+    .venv/bin/python -m bench.dispatch_scaling      # needs YADML_TEST_PG_URL or
+                                                    # scripts/postgres.sh (make postgres)
 
 Writes ``bench/results/dispatch_scaling.json``. The ratio that matters is each row against
 the 1-process PostgreSQL row measured in the same run: on a machine with few cores the
@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,20 +32,10 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench import common
+from bench.dispatch_throughput import OPERATOR, host_loop, seed_rows, tiny_weights
+from work_server import launch
 
-from dispatch_throughput import (  # noqa: E402
-    OPERATOR,
-    free_port,
-    host_loop,
-    seed_rows,
-    tiny_weights,
-    wait_healthy,
-)
-
-RESULTS = ROOT / "bench" / "results"
 RATES = ["--rate-work-ip", "100000/100000", "--rate-work-host", "100000/100000"]
 RATES += ["--rate-register", "1000/1000"]
 
@@ -135,28 +124,25 @@ def measure(url: str, n: int, args: argparse.Namespace, tmp: Path, tag: str) -> 
     state.mkdir(parents=True)
     asyncio.run(seed(url, state / "blobs", args.units))
     env = {**os.environ, "YADML_OPERATOR_TOKEN": OPERATOR}
-    ports = [free_port() for _ in range(n)]
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "work_server",
-                "serve",
-                *("--port", str(port), "--state-dir", str(state)),
-                *("--runs-dir", str(tmp / tag / "runs"), "--database-url", url),
-                *("--no-daemons", "--log-level", "WARNING", *RATES),
-            ],
+    ports = [launch.free_port() for _ in range(n)]
+    logs = [tmp / tag / f"server{i}.log" for i in range(n)]
+    procs = [  # all started at once, as a deployment's replicas would be
+        launch.spawn(
+            launch.serve_command(
+                port=port,
+                state_dir=state,
+                runs_dir=tmp / tag / "runs",
+                extra=["--database-url", url, "--no-daemons", "--log-level", "WARNING", *RATES],
+            ),
+            log_path=log,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=(tmp / tag / f"server{i}.log").open("wb"),
         )
-        for i, port in enumerate(ports)
+        for port, log in zip(ports, logs, strict=True)
     ]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
-        for u, p in zip(urls, procs, strict=True):
-            wait_healthy(u, p)
+        for u, p, log in zip(urls, procs, logs, strict=True):
+            launch.wait_healthy(u, p, log_path=log)
         tokens = [
             httpx.post(f"{urls[i % n]}/api/v1/hosts", json={"name": f"sim{i}", "cpus": 64}).json()[
                 "host_token"
@@ -167,7 +153,10 @@ def measure(url: str, n: int, args: argparse.Namespace, tmp: Path, tag: str) -> 
         tok.write_text(json.dumps({"urls": urls, "tokens": tokens}))
         worker = ["--worker", str(tok), "--duration", str(args.duration)]
         out = subprocess.run(
-            [sys.executable, __file__, *worker, "--max-units", str(args.max_units)],
+            common.module_command(
+                "bench.dispatch_scaling", *worker, "--max-units", str(args.max_units)
+            ),
+            cwd=common.ROOT,
             capture_output=True,
             text=True,
         )
@@ -175,15 +164,11 @@ def measure(url: str, n: int, args: argparse.Namespace, tmp: Path, tag: str) -> 
             raise RuntimeError(f"load generator failed: {out.stderr[-3000:]}")
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     except Exception:
-        for i in range(n):
-            log = (tmp / tag / f"server{i}.log").read_text()
-            print(f"--- server{i}.log (tail)\n{log[-4000:]}", file=sys.stderr)
+        for log in logs:
+            print(f"--- {log.name} (tail)\n{launch.log_tail(log, 60)}", file=sys.stderr)
         raise
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(timeout=30)
+        launch.stop_processes(procs)
     rows = asyncio.run(accepted_rows(url))
     result["db_success_rows"] = rows.get("success", 0)
     if result["db_success_rows"] != result["results_accepted"]:
@@ -200,7 +185,7 @@ def postgres_url() -> str:
     if url:
         return url
     out = subprocess.run(
-        [str(ROOT / "scripts" / "postgres.sh")], check=True, capture_output=True, text=True
+        [str(common.ROOT / "scripts" / "postgres.sh")], check=True, capture_output=True, text=True
     )
     return out.stdout.strip().splitlines()[-1]
 
@@ -237,22 +222,18 @@ def worker_main(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p = common.bench_parser(__doc__, results="dispatch_scaling")
     p.add_argument("--units", type=int, default=6000)
     p.add_argument("--hosts", type=int, default=32)
     p.add_argument("--duration", type=float, default=12.0, help="seconds per measurement")
     p.add_argument("--max-units", type=int, default=8, help="units asked for per request")
     p.add_argument("--processes", default="1,2,4", help="PostgreSQL server process counts")
-    p.add_argument("--output", type=Path, default=RESULTS / "dispatch_scaling.json")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker_main(args)
 
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=120)
+    console = common.console(min_width=120)
     admin = postgres_url()
     load_start = os.getloadavg()[0]
     counts = [int(n) for n in args.processes.split(",")]
@@ -273,10 +254,18 @@ def main() -> int:
                 )
 
     base = next((r for b, n, r in rows if b == "postgresql" and n == 1), rows[0][2])
-    table = Table(title=f"dispatch throughput by server processes, {args.hosts} simulated hosts")
-    for col in ("database", "processes", "results/s", "vs PG x1", "work p50 ms", "work p99 ms"):
-        table.add_column(col, justify="right")
-    table.add_column("upload p99 ms", justify="right")
+    table = common.table(
+        f"dispatch throughput by server processes, {args.hosts} simulated hosts",
+        [
+            "database",
+            "processes",
+            "results/s",
+            "vs PG x1",
+            "work p50 ms",
+            "work p99 ms",
+            "upload p99 ms",
+        ],
+    )
     for backend, n, r in rows:
         r["ratio_to_postgresql_1"] = r["results_per_s"] / base["results_per_s"]
         table.add_row(
@@ -291,20 +280,17 @@ def main() -> int:
     console.print(table)
     end = os.getloadavg()[0]
     console.print(f"load average (1 min): {load_start:.1f} at start, {end:.1f} at end")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                "hosts": args.hosts,
-                "max_units": args.max_units,
-                "units_seeded": args.units,
-                "duration_s": args.duration,
-                "runs": [{"database": b, "processes": n, **r} for b, n, r in rows],
-                "machine": f"{os.cpu_count()} cores",
-                "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]},
-            },
-            indent=2,
-        )
+    common.write_results(
+        args.output,
+        {
+            "hosts": args.hosts,
+            "max_units": args.max_units,
+            "units_seeded": args.units,
+            "duration_s": args.duration,
+            "runs": [{"database": b, "processes": n, **r} for b, n, r in rows],
+            "machine": f"{os.cpu_count()} cores",
+            "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]},
+        },
     )
     return 0
 

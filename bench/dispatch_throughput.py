@@ -6,7 +6,7 @@ The same load generator then runs against a bare aiohttp server with the same th
 answering constants: that is the HTTP stack's limit on this machine, and the ratio
 (ours / bare) is the figure that survives noisy machines.
 
-    .venv/bin/python bench/dispatch_throughput.py --units 3000 --hosts 32
+    .venv/bin/python -m bench.dispatch_throughput --units 3000 --hosts 32
 
 Writes ``bench/results/dispatch_throughput.json``.
 """
@@ -17,8 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,16 +28,10 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results"
+from bench import common
+from work_server import launch
+
 OPERATOR = "bench-operator"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tiny_weights(report: bool) -> bytes:
@@ -128,29 +120,33 @@ def seed_database(state_dir: Path, units: int) -> None:
 def start_server(
     state: Path, tmp: Path, port: int, *, profile: Path | None = None, extra: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
-    """``yadml-server serve`` on ``port`` without daemons (optionally under cProfile)."""
-    profile_args = ["-m", "cProfile", "-o", str(profile)] if profile else []
-    return subprocess.Popen(
-        [
-            sys.executable,
-            *profile_args,
-            "-m",
-            "work_server",
-            "serve",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state),
-            "--runs-dir",
-            str(tmp / "runs"),
-            "--no-daemons",
-            "--log-level",
-            "WARNING",
-            *extra,
-        ],
+    """``yadml-server serve`` on ``port`` without daemons (optionally under cProfile), once it
+    answers; its log is ``tmp/server.log``."""
+    cmd = launch.serve_command(
+        port=port,
+        state_dir=state,
+        runs_dir=tmp / "runs",
+        extra=["--no-daemons", "--log-level", "WARNING", *extra],
+        interpreter_args=["-m", "cProfile", "-o", str(profile)] if profile else [],
+    )
+    return launch.start_server(
+        cmd,
+        url=f"http://127.0.0.1:{port}",
+        log_path=tmp / "server.log",
         env={**os.environ, "YADML_OPERATOR_TOKEN": OPERATOR},
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp / "server.log").open("wb"),
+    )
+
+
+def start_bare_server(
+    source: str, tmp: Path, port: int, *args: str, health: str
+) -> subprocess.Popen[bytes]:
+    """The bare aiohttp baseline (``source``, a script taking the port first) on ``port``,
+    once it answers ``GET <health>``; its log is ``tmp/bare.log``."""
+    return launch.start_server(
+        [sys.executable, "-c", source, str(port), *args],
+        url=f"http://127.0.0.1:{port}",
+        log_path=tmp / "bare.log",
+        path=health,
     )
 
 
@@ -263,18 +259,6 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 """
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], path: str = "/healthz") -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError("server exited during start")
-        try:
-            httpx.get(url + path, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start")
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` so far (Linux ``/proc/<pid>/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -289,19 +273,12 @@ def run_generator(
     tok = tmp / f"tokens-{len(tokens)}.json"
     tok.write_text(json.dumps(tokens))
     out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--worker",
-            "--url",
-            url,
-            "--tokens",
-            str(tok),
-            "--duration",
-            str(duration),
-            "--max-units",
-            str(max_units),
-        ],
+        common.module_command(
+            "bench.dispatch_throughput",
+            *("--worker", "--url", url, "--tokens", str(tok)),
+            *("--duration", str(duration), "--max-units", str(max_units)),
+        ),
+        cwd=common.ROOT,
         check=True,
         capture_output=True,
         text=True,
@@ -317,13 +294,12 @@ def run_generator(
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p = common.bench_parser(__doc__, results="dispatch_throughput")
     p.add_argument("--units", type=int, default=4000)
     p.add_argument("--hosts", type=int, default=32)
     p.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
     p.add_argument("--max-units", type=int, default=8, help="units asked for per work request")
     p.add_argument("--profile", type=Path, default=None, help="run the server under cProfile")
-    p.add_argument("--output", type=Path, default=RESULTS / "dispatch_throughput.json")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--tokens", help=argparse.SUPPRESS)
@@ -331,20 +307,16 @@ def main() -> int:
     if args.worker:
         return worker_main(args)
 
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
+    console = common.console()
     with tempfile.TemporaryDirectory(prefix="yadml-bench-") as tmpname:
         tmp = Path(tmpname)
         state = tmp / "var"
         state.mkdir()
         seed_database(state, args.units)
-        port = free_port()
+        port = launch.free_port()
         url = f"http://127.0.0.1:{port}"
         server = start_server(state, tmp, port, profile=args.profile)
         try:
-            wait_healthy(url, server)
             # cpus=64: a daily quota of 3,200 units per host, so quotas never end the run
             tokens = [
                 httpx.post(f"{url}/api/v1/hosts", json={"name": f"sim{i}", "cpus": 64}).json()[
@@ -355,15 +327,11 @@ def main() -> int:
             console.print(f"yadml server: {args.hosts} hosts, {args.units} units seeded ...")
             ours = run_generator(url, tokens, args.duration, tmp, args.max_units, server.pid)
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
-        bport = free_port()
-        bare = subprocess.Popen(
-            [sys.executable, "-c", BARE_SERVER, str(bport), str(args.max_units)]
-        )
+            launch.stop_process(server)
+        bport = launch.free_port()
+        bare = start_bare_server(BARE_SERVER, tmp, bport, str(args.max_units), health="/blob/x")
         try:
             burl = f"http://127.0.0.1:{bport}"
-            wait_healthy(burl, bare, path="/blob/x")
             console.print("bare aiohttp baseline ...")
             base = run_generator(
                 burl,
@@ -374,23 +342,23 @@ def main() -> int:
                 bare.pid,
             )
         finally:
-            bare.send_signal(signal.SIGTERM)
-            bare.wait(timeout=30)
+            launch.stop_process(bare)
 
     ratio = ours["results_per_s"] / base["results_per_s"] if base["results_per_s"] else 0.0
-    table = Table(title=f"dispatch throughput, {args.hosts} simulated hosts")
-    for col in (
-        "server",
-        "results/s",
-        "requests/s",
-        "work p50 ms",
-        "work p99 ms",
-        "upload p50 ms",
-        "upload p99 ms",
-        "server CPU ms/result",
-        "results per server CPU s",
-    ):
-        table.add_column(col, justify="right")
+    table = common.table(
+        f"dispatch throughput, {args.hosts} simulated hosts",
+        [
+            "server",
+            "results/s",
+            "requests/s",
+            "work p50 ms",
+            "work p99 ms",
+            "upload p50 ms",
+            "upload p99 ms",
+            "server CPU ms/result",
+            "results per server CPU s",
+        ],
+    )
     for name, r in (("yadml (SQLite)", ours), ("bare aiohttp", base)):
         table.add_row(
             name,
@@ -408,25 +376,22 @@ def main() -> int:
         f"ratio yadml / bare: {ratio:.2f}; BOINC reference ~100 results/s: "
         f"{ours['results_per_s'] / 100:.1f}x"
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                "hosts": args.hosts,
-                "max_units": args.max_units,
-                "units_seeded": args.units,
-                "duration_s": args.duration,
-                "yadml": ours,
-                "bare_aiohttp": base,
-                "ratio_to_bare": ratio,
-                "server_cpu_per_result_ratio_bare_over_yadml": (
-                    base["server_cpu_ms_per_result"] / ours["server_cpu_ms_per_result"]
-                ),
-                "boinc_reference_results_per_s": 100,
-                "machine": f"{os.cpu_count()} cores",
-            },
-            indent=2,
-        )
+    common.write_results(
+        args.output,
+        {
+            "hosts": args.hosts,
+            "max_units": args.max_units,
+            "units_seeded": args.units,
+            "duration_s": args.duration,
+            "yadml": ours,
+            "bare_aiohttp": base,
+            "ratio_to_bare": ratio,
+            "server_cpu_per_result_ratio_bare_over_yadml": (
+                base["server_cpu_ms_per_result"] / ours["server_cpu_ms_per_result"]
+            ),
+            "boinc_reference_results_per_s": 100,
+            "machine": f"{os.cpu_count()} cores",
+        },
     )
     return 0
 

@@ -27,7 +27,7 @@ the guest, power-off, reading the output disk), and the image's size to download
 qcow2, gzip-compressed) and on disk (qcow2 and VDI), against the origin's VirtualBox route
 (about 5 GB to download, 135 s to start a VM) and the Docker row.
 
-    .venv/bin/python bench/executor_overhead.py [--samples 15000] [--units 3]
+    .venv/bin/python -m bench.executor_overhead [--samples 15000] [--units 3]
                                                 [--vm-samples 600] [--vm-units 1] [--no-vm]
 
 Prints a table and writes ``bench/results/executor_overhead.json``. Needs a Docker engine and
@@ -36,7 +36,6 @@ the worker image (``make image``), and for the VM row QEMU and the VM image (``m
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gzip
 import json
@@ -53,11 +52,9 @@ from typing import Any
 import safetensors
 import safetensors.torch
 import torch
-from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench import common
 from volunteer_client.executors.base import ExecutionRequest, Executor
 from volunteer_client.executors.docker import DockerExecutor
 from volunteer_client.executors.process import ProcessExecutor
@@ -66,7 +63,6 @@ from work_server.ml.datasets import load_dataset
 from yadml_common.wire import REPORT_METADATA_KEY, SHARD_IMAGES, SHARD_LABELS, TaskConfig
 from yadml_trainer.models import build_model
 
-RESULTS = Path(__file__).resolve().parent / "results" / "executor_overhead.json"
 REFERENCE_IMAGE_GB = 0.5  # the origin's Docker image (and 62 s average start)
 REFERENCE_VM_GB = 5.0  # the origin's VirtualBox route: about 5 GB to download...
 REFERENCE_VM_START_S = 135.0  # ...and 135 s to start a VM
@@ -216,9 +212,10 @@ def vm_bench(samples: int, units: int) -> dict[str, Any] | None:
 def vm_table(vm: dict[str, Any], docker: dict[str, float] | None, sizes: Any) -> Table:
     """The VM row next to the Docker row (cold) and the origin's VirtualBox figures."""
     s, mb = vm["summary_median"], vm["sizes_mb"]
-    table = Table(title=f"VM route ({vm['accel'].upper()}), one epoch of {vm['samples']} samples")
-    for col in ("route", "boot to trainer s", "fixed s", "train s", "download MB", "on disk MB"):
-        table.add_column(col, justify="right")
+    table = common.table(
+        f"VM route ({vm['accel'].upper()}), one epoch of {vm['samples']} samples",
+        ["route", "boot to trainer s", "fixed s", "train s", "download MB", "on disk MB"],
+    )
     table.add_row(
         f"vm (qemu, {vm['accel']})",
         f"{s['ready_s']:.1f}",
@@ -297,7 +294,7 @@ async def bench(samples: int, units: int, image: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Per-unit overhead of the executors")
+    p = common.bench_parser(__doc__, results="executor_overhead")
     p.add_argument("--samples", type=int, default=15000, help="shard size (MNIST/4 volunteers)")
     p.add_argument("--units", type=int, default=3, help="units per executor")
     p.add_argument("--image", default=None, help="worker image (default: this trainer's)")
@@ -307,19 +304,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-vm", action="store_true", help="skip the VM row")
     args = p.parse_args(argv)
     image = args.image or default_image()
-    console = Console(width=max(Console().width, 110))
+    console = common.console(min_width=110)
     load_before = os.getloadavg()[0]
     runs = asyncio.run(bench(args.samples, args.units, image))
     bare = bare_container_s(image)
     sizes = None if args.no_sizes else image_sizes(image)
     vm = None if args.no_vm else vm_bench(args.vm_samples, args.vm_units)
 
-    table = Table(title=f"per-unit cost, one epoch of {args.samples} MNIST samples, 1 thread")
-    for col in (
-        "executor", "start s", "teardown s", "fixed s", "fixed min s", "train s", "wall s",
-        "fixed share",
-    ):  # fmt: skip
-        table.add_column(col, justify="right")
+    table = common.table(
+        f"per-unit cost, one epoch of {args.samples} MNIST samples, 1 thread",
+        [
+            "executor", "start s", "teardown s", "fixed s", "fixed min s", "train s", "wall s",
+            "fixed share",
+        ],
+    )  # fmt: skip
     summary = {}
     for name, rows in runs.items():
         s = summarize(rows)
@@ -362,9 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    console.print(f"wrote {RESULTS}")
+    common.write_results(args.output, out, out=console)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Robustness benchmark: real server and client processes under faults and attacks.
 
-``.venv/bin/python bench/robustness.py [--only NAME,...] [--rounds 10] [--volunteers 10]``
+``.venv/bin/python -m bench.robustness [--only NAME,...] [--rounds 10] [--volunteers 10]``
 
 Every scenario starts a fresh work server and ``--volunteers`` client processes (process
 executor, ``--threads 1``) on loopback, exactly like ``make demo``, submits one job (MNIST,
@@ -21,7 +21,7 @@ The **robust configuration** is adaptive replication (a host needs 3 consecutive
 results to be trusted; trusted hosts get 10 % spot checks) + screening (updates with a
 delta norm over 3x the round median are rejected) + ``multi_krum`` with ``f = 2``.
 
-For each scenario the JSON (``--out``, rewritten after every scenario) holds the final and
+For each scenario the JSON (``--output``, rewritten after every scenario) holds the final and
 per-round accuracy, the rounds completed, result counts (valid, invalid, client errors,
 no reply, late but accepted, too late), per-host trust, wall time, and the accounting checks
 (every work unit of every round has exactly one canonical result; the hosts' valid, invalid
@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -47,7 +46,9 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench import common
+from work_server import launch
+
 TOKEN = "robustness-bench-operator"
 ATTACKS = ("signflip", "scale", "noise", "labelflip", "alie")
 ROBUST_MERGE: dict[str, Any] = {"method": "multi_krum", "byzantine_f": 2, "screen_norm_ratio": 3.0}
@@ -95,16 +96,10 @@ def scenarios() -> list[Scenario]:
 # ----------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Cluster:
     root: Path
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=launch.free_port)
     server: subprocess.Popen[bytes] | None = None
     clients: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -114,25 +109,16 @@ class Cluster:
 
     def start_server(self) -> None:
         env = {**os.environ, "YADML_OPERATOR_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
-        cmd = [
-            sys.executable, "-m", "work_server", "serve", "--port", str(self.port),
-            "--state-dir", str(self.root / "var"), "--runs-dir", str(self.root / "runs"),
-            "--interval-transitioner", "0.5", "--interval-validator", "0.5",
-            "--interval-aggregator", "0.5", "--retry-after", "1",
-        ]  # fmt: skip
-        with (self.root / "server.log").open("ab") as log:
-            self.server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        end = time.monotonic() + 120
-        while time.monotonic() < end:
-            if self.server.poll() is not None:
-                raise RuntimeError(f"server exited; see {self.root / 'server.log'}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError("server did not come up")
+        cmd = launch.serve_command(
+            port=self.port, state_dir=self.root / "var", runs_dir=self.root / "runs",
+            extra=[
+                "--interval-transitioner", "0.5", "--interval-validator", "0.5",
+                "--interval-aggregator", "0.5", "--retry-after", "1",
+            ],
+        )  # fmt: skip
+        self.server = launch.start_server(
+            cmd, url=self.url, log_path=self.root / "server.log", env=env, timeout_s=120
+        )
 
     def client_cmd(self, i: int, *args: str) -> list[str]:
         state = self.root / "clients" / str(i)
@@ -156,25 +142,13 @@ class Cluster:
                 extra += ["--faults", faults]
             if i in attackers:
                 extra += ["--attack", attack]
-            log_path = self.root / "clients" / str(i) / "client.log"
-            with log_path.open("ab") as log:
-                self.clients.append(
-                    subprocess.Popen(
-                        self.client_cmd(
-                            i,
-                            "run",
-                            "--threads",
-                            "1",
-                            "--heartbeat-s",
-                            "2",
-                            "--backoff-max-s",
-                            "2",
-                            *extra,
-                        ),
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
+            run = ["run", "--threads", "1", "--heartbeat-s", "2", "--backoff-max-s", "2", *extra]
+            self.clients.append(
+                launch.spawn(
+                    self.client_cmd(i, *run),
+                    log_path=self.root / "clients" / str(i) / "client.log",
                 )
+            )
 
     def api(self, method: str, path: str, **kw: Any) -> Any:
         r = httpx.request(
@@ -188,22 +162,9 @@ class Cluster:
         return r.json()
 
     def stop(self) -> None:
-        for p in self.clients:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.clients:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        if self.server is not None and self.server.poll() is None:
-            self.server.send_signal(signal.SIGTERM)
-            try:
-                self.server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-                self.server.wait()
+        launch.stop_processes(self.clients, timeout_s=20)  # first: they still talk to it
+        if self.server is not None:
+            launch.stop_process(self.server, timeout_s=20)
 
 
 # ----------------------------------------------------------------------------- one scenario
@@ -398,25 +359,24 @@ def markdown_table(data: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.bench_parser(__doc__, results="robustness")
     p.add_argument("--only", default="", help="comma-separated scenario names")
-    p.add_argument("--table", action="store_true", help="print the README table of --out")
+    p.add_argument("--table", action="store_true", help="print the README table of --output")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--volunteers", type=int, default=10)
     p.add_argument("--train-subset", type=int, default=10000)
     p.add_argument("--delay-bound", type=float, default=45.0)
     p.add_argument("--kill-round", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    common.add_seed(p)
     p.add_argument("--timeout", type=float, default=900.0, help="per scenario")
-    p.add_argument("--work-dir", default=str(ROOT / "var" / "bench-robustness"))
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "robustness.json"))
+    p.add_argument("--work-dir", default=str(common.ROOT / "var" / "bench-robustness"))
     args = p.parse_args(argv)
     if args.table:
-        print(markdown_table(json.loads(Path(args.out).read_text())))
+        print(markdown_table(json.loads(args.output.read_text())))
         return 0
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     chosen = [s for s in scenarios() if not only or s.name in only]
-    out_path = Path(args.out)
+    out_path: Path = args.output
     data: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
     data["config"] = {
         "dataset": "mnist",
@@ -437,8 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # record and go on with the next scenario
             result = {"description": sc.description, "state": "error", "error": repr(exc)}
         data["scenarios"][sc.name] = {**result, "measured_at": time.strftime("%Y-%m-%d %H:%M")}
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(data, indent=2) + "\n")
+        common.write_results(out_path, data)
         print(
             f"  -> {result.get('state')} acc={result.get('final_accuracy')} "
             f"rounds={result.get('rounds_completed')} wall={result.get('job_wall_s')}s "

@@ -13,8 +13,8 @@ calls), the units/day the scheduling logic sustains, simulated round completion 
 offered server load and which component dominates it; baseline in the same run: an empty
 SQLite transaction and the bare claim ``UPDATE``.
 
-    .venv/bin/python bench/scale_sim.py            # 100 to 100,000 hosts, ~1-2 min
-    .venv/bin/python bench/scale_sim.py --full     # bigger job, more rounds, 2 s daemons
+    .venv/bin/python -m bench.scale_sim            # 100 to 100,000 hosts, ~1-2 min
+    .venv/bin/python -m bench.scale_sim --full     # bigger job, more rounds, 2 s daemons
 
 Writes ``bench/results/scale_sim.json``.
 """
@@ -23,24 +23,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from scalesim.hosts import HostModel  # noqa: E402
-from scalesim.report import print_tables  # noqa: E402
-from scalesim.scenario import job_spec, run_scenario  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results"
+from bench import common
+from bench.scalesim.hosts import HostModel
+from bench.scalesim.report import print_tables
+from bench.scalesim.scenario import job_spec, run_scenario
 
 
 async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -62,7 +55,7 @@ async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p = common.bench_parser(__doc__, results="scale_sim")
     p.add_argument(
         "--full",
         action="store_true",
@@ -74,8 +67,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--daemon-interval-s", type=float, default=None)
     p.add_argument("--delay-bound-s", type=float, default=3600.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", type=Path, default=RESULTS / "scale_sim.json")
+    common.add_seed(p)
     args = p.parse_args()
     full = args.full
     args.hosts = args.hosts or [100, 1000, 10000, 100000]
@@ -86,28 +78,25 @@ def main() -> int:
     t0 = time.perf_counter()
     scenarios = asyncio.run(run_all(args))
     print_tables(scenarios)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                "mode": "full" if full else "default",
-                "job": {
-                    "dataset": "digits",
-                    "model": "lenet",
-                    "shards": args.shards,
-                    "rounds": args.rounds,
-                    "min_quorum": 2,
-                    "target_nresults": 2,
-                    "delay_bound_s": args.delay_bound_s,
-                },
-                "daemon_interval_s": args.daemon_interval_s,
-                "host_model": asdict(HostModel()),
-                "scenarios": scenarios,
-                "wall_s": time.perf_counter() - t0,
-                "machine": f"{os.cpu_count()} cores",
+    common.write_results(
+        args.output,
+        {
+            "mode": "full" if full else "default",
+            "job": {
+                "dataset": "digits",
+                "model": "lenet",
+                "shards": args.shards,
+                "rounds": args.rounds,
+                "min_quorum": 2,
+                "target_nresults": 2,
+                "delay_bound_s": args.delay_bound_s,
             },
-            indent=2,
-        )
+            "daemon_interval_s": args.daemon_interval_s,
+            "host_model": asdict(HostModel()),
+            "scenarios": scenarios,
+            "wall_s": time.perf_counter() - t0,
+            "machine": f"{os.cpu_count()} cores",
+        },
     )
     print(f"wrote {args.output} in {time.perf_counter() - t0:.0f} s")
     return 0

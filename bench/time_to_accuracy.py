@@ -18,7 +18,7 @@ a round) and stop at the first evaluation >= target (see ``tta/runs.py``). The s
 is then split (``tta/timeline.py``) from the timestamps it records, and the costs of a unit
 besides training are measured on their own (``tta/runs.py:unit_costs``).
 
-    .venv/bin/python bench/time_to_accuracy.py [--cold] [--compare-cold]
+    .venv/bin/python -m bench.time_to_accuracy [--cold] [--compare-cold]
 
 ``--cold`` runs the system with a fresh trainer process per unit (the executor before warm
 processes); ``--compare-cold`` runs both. Prints tables and writes
@@ -28,9 +28,7 @@ processes); ``--compare-cold`` runs both. Prints tables and writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,16 +37,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench import common
+from bench.tta.runs import centralized, system, unit_costs
+from bench.tta.timeline import PARTS, breakdown
+from work_server.demo.options import DemoOptions
 
-from tta.runs import centralized, system, unit_costs  # noqa: E402
-from tta.timeline import PARTS, breakdown  # noqa: E402
-
-from work_server.demo.options import DemoOptions  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results" / "time_to_accuracy.json"
 TARGET_RATIO = 1.5
 IDLE = {"dispatch", "validate_wait"}
 LABELS = {
@@ -106,9 +99,10 @@ def run_system(args: argparse.Namespace, *, cold: bool, console: Console) -> dic
 
 
 def headline(cent: dict[str, Any], systems: list[dict[str, Any]], target: float) -> Table:
-    table = Table(title=f"time to {100 * target:.0f}% MNIST test accuracy")
-    for col in ("run", "epochs/rounds", "wall s", "vs centralised", f"<= {TARGET_RATIO}x"):
-        table.add_column(col, justify="right")
+    table = common.table(
+        f"time to {100 * target:.0f}% MNIST test accuracy",
+        ["run", "epochs/rounds", "wall s", "vs centralised", f"<= {TARGET_RATIO}x"],
+    )
     table.add_row(
         f"centralised ({cent['threads']} threads)",
         str(cent["epochs_to_target"] or f">{len(cent['epochs'])}"),
@@ -132,11 +126,11 @@ def headline(cent: dict[str, Any], systems: list[dict[str, Any]], target: float)
 def parts_table(s: dict[str, Any], costs: dict[str, float]) -> Table:
     totals = s["breakdown"]["totals"]
     n = len(s["breakdown"]["rounds"])
-    table = Table(
-        title=f"where the system's {s['wall_s']:.1f} s went ({s['executor']}, {n} rounds)"
+    table = common.table(
+        f"where the system's {s['wall_s']:.1f} s went ({s['executor']}, {n} rounds)",
+        ["part", "total s", "per round s", "share", "what"],
+        left={"what"},
     )
-    for col in ("part", "total s", "per round s", "share", "what"):
-        table.add_column(col, justify="left" if col == "what" else "right")
     table.add_row("startup", f"{s['startup_s']:.1f}", "", f"{s['startup_s'] / s['wall_s']:.0%}",
                   "submit -> job started (split, shards, initial weights)")  # fmt: skip
     for part in PARTS:
@@ -151,22 +145,21 @@ def parts_table(s: dict[str, Any], costs: dict[str, float]) -> Table:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Time to accuracy: system vs centralised")
+    p = common.bench_parser(__doc__, results="time_to_accuracy")
     p.add_argument("--target", type=float, default=0.99)
     p.add_argument("--volunteers", type=int, default=4)
     p.add_argument("--max-epochs", type=int, default=15)
     p.add_argument("--max-rounds", type=int, default=20)
     p.add_argument("--max-wall-s", type=float, default=600.0, help="give the system up after")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="centralised")
-    p.add_argument("--seed", type=int, default=0)
+    common.add_threads(p, default=os.cpu_count() or 1, help="torch threads of the centralised run")
+    common.add_seed(p)
     p.add_argument(
         "--subset", type=int, default=None, help="train on this many images (quick mode)"
     )
     p.add_argument("--cold", action="store_true", help="system with a process per unit")
     p.add_argument("--compare-cold", action="store_true", help="system warm and cold")
-    p.add_argument("--output", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    console = Console(width=max(Console().width, 120))
+    console = common.console(min_width=120)
     load_before = os.getloadavg()[0]
 
     cent = centralized(
@@ -202,9 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(out, indent=2) + "\n")
-    console.print(f"wrote {args.output}")
+    common.write_results(args.output, out, out=console)
     return 0
 
 

@@ -9,7 +9,7 @@ distinct (one parameter differs), so the content-addressed store writes each one
 The same client then PUTs the same bodies to a bare aiohttp handler that reads and discards
 them: the HTTP stack's limit on this machine. The figure is the ratio.
 
-    .venv/bin/python bench/upload_throughput.py [--uploads-1mb 200 --uploads-8mb 40]
+    .venv/bin/python -m bench.upload_throughput [--uploads-1mb 200 --uploads-8mb 40]
 
 Writes ``bench/results/upload_throughput.json``.
 """
@@ -21,10 +21,8 @@ import asyncio
 import hashlib
 import json
 import os
-import signal
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,14 +30,10 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench import common
+from bench.dispatch_throughput import _create, start_bare_server, start_server
+from work_server import launch
 
-from dispatch_throughput import _create, free_port, start_server, wait_healthy  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results"
-OPERATOR = "bench-operator"
 #: (label, float32 parameters of the seeded model): 1 MiB and 8 MiB of weights
 SIZES = (("1 MB", 1 << 18), ("8 MB", 1 << 21))
 
@@ -261,13 +255,12 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p = common.bench_parser(__doc__, results="upload_throughput")
     p.add_argument("--uploads-1mb", type=int, default=200)
     p.add_argument("--uploads-8mb", type=int, default=40)
     p.add_argument("--concurrency", type=int, default=4, help="uploads in flight")
     p.add_argument("--rounds", type=int, default=4, help="alternations yadml/bare per size")
     p.add_argument("--profile", type=Path, default=None, help="run the server under cProfile")
-    p.add_argument("--output", type=Path, default=RESULTS / "upload_throughput.json")
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--bare-url", help=argparse.SUPPRESS)
@@ -277,33 +270,34 @@ def main() -> int:
         print(json.dumps(asyncio.run(client_main(args))))
         return 0
 
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
+    console = common.console()
     counts = dict(zip((s for _, s in SIZES), (args.uploads_1mb, args.uploads_8mb), strict=True))
     with tempfile.TemporaryDirectory(prefix="yadml-bench-") as tmpname:
         tmp = Path(tmpname)
         state = tmp / "var"
         state.mkdir()
         seed_database(state, counts)
-        port, bport = free_port(), free_port()
+        port, bport = launch.free_port(), launch.free_port()
         url, burl = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bport}"
         server = start_server(state, tmp, port, profile=args.profile)
-        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(bport)])
         try:
-            wait_healthy(url, server)
-            wait_healthy(burl, bare)
+            bare = start_bare_server(BARE_SERVER, tmp, bport, health="/healthz")
+        except BaseException:
+            launch.stop_process(server)
+            raise
+        try:
             token = httpx.post(f"{url}/api/v1/hosts", json={"name": "uploader", "cpus": 64}).json()[
                 "host_token"
             ]
             console.print(f"uploading {counts} results (params -> count) ...")
             done = subprocess.run(
-                [
-                    *(sys.executable, __file__, "--client", "--url", url, "--bare-url", burl),
+                common.module_command(
+                    "bench.upload_throughput",
+                    *("--client", "--url", url, "--bare-url", burl),
                     *("--token", token, "--concurrency", str(args.concurrency)),
                     *("--rounds", str(args.rounds)),
-                ],
+                ),
+                cwd=common.ROOT,
                 capture_output=True,
                 text=True,
             )
@@ -311,13 +305,12 @@ def main() -> int:
                 raise RuntimeError(f"client failed:\n{done.stderr[-3000:]}")
             out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         finally:
-            for proc in (server, bare):
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=60)
+            launch.stop_processes([server, bare], timeout_s=60)
 
-    table = Table(title=f"upload throughput, {args.concurrency} uploads in flight")
-    for col in ("result", "server", "uploads", "MB/s", "p50 ms", "p99 ms", "ratio"):
-        table.add_column(col, justify="right")
+    table = common.table(
+        f"upload throughput, {args.concurrency} uploads in flight",
+        ["result", "server", "uploads", "MB/s", "p50 ms", "p99 ms", "ratio"],
+    )
     ratios: dict[str, float] = {}
     for label, _ in SIZES:
         ours, base = out[f"yadml {label}"], out[f"bare {label}"]
@@ -334,19 +327,15 @@ def main() -> int:
             )
     console.print(table)
     console.print("target: yadml >= 0.50 x bare, with validation on")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                "concurrency": args.concurrency,
-                "results": out,
-                "ratio_to_bare": ratios,
-                "target_ratio": 0.5,
-                "machine": f"{os.cpu_count()} cores",
-            },
-            indent=2,
-        )
-        + "\n"
+    common.write_results(
+        args.output,
+        {
+            "concurrency": args.concurrency,
+            "results": out,
+            "ratio_to_bare": ratios,
+            "target_ratio": 0.5,
+            "machine": f"{os.cpu_count()} cores",
+        },
     )
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from scalesim.server import Claim
+from bench.scalesim.server import Claim
 
 
 @dataclass

@@ -27,7 +27,8 @@ from rich.console import Console
 
 from work_server.demo.api import get_job, submit_job
 from work_server.demo.options import FINAL_STATES, HOST, DemoOptions, build_job_spec
-from work_server.demo.processes import Demo, free_port, prepare_state_dir
+from work_server.demo.processes import Demo, prepare_state_dir
+from work_server.launch import free_port
 from work_server.ml.datasets import load_dataset
 from work_server.ml.evaluate import evaluate
 from yadml_common.wire import API_PREFIX, SHARD_IMAGES, SHARD_LABELS, TaskConfig
@@ -169,9 +170,7 @@ def unit_costs(samples: int) -> dict[str, float]:
     a fresh trainer process (interpreter + ``import torch`` + teardown), reading the shard and
     weights, writing the output weights."""
     cold_start = _median_s(
-        lambda: subprocess.run(
-            [sys.executable, "-c", "import yadml_trainer.trainer"], check=True
-        ),
+        lambda: subprocess.run([sys.executable, "-c", "import yadml_trainer.trainer"], check=True),
         repeat=3,
     )
     with tempfile.TemporaryDirectory(prefix="yadml-tta-") as tmp:

@@ -1,21 +1,18 @@
-"""The scale model (bench/scale_sim.py) on a tiny configuration: correctness of the
+"""The scale model (``bench.scale_sim``) on a tiny configuration: correctness of the
 simulation and of the scheduling it drives, never timing."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-from scalesim.hosts import HostModel, Population
-from scalesim.scenario import T0, job_spec, run_scenario
-from scalesim.state import IndexedSet
+from bench.scalesim.hosts import HostModel, Population
+from bench.scalesim.scenario import T0, job_spec, run_scenario
+from bench.scalesim.state import IndexedSet
 
 
 def assert_consistent(s: dict[str, Any], *, shards: int) -> None:
@@ -42,7 +39,7 @@ def assert_consistent(s: dict[str, Any], *, shards: int) -> None:
     shares = s["components_share"]
     assert abs(sum(shares.values()) - 1.0) < 1e-9
     assert s["job_s"] > 0 and s["sim_s"] >= s["job_s"]
-    json.dumps(s)  # what bench/scale_sim.py writes: plain JSON types only
+    json.dumps(s)  # what bench.scale_sim writes: plain JSON types only
 
 
 async def test_tiny_job_completes_with_consistent_accounting(tmp_path: Path) -> None:
