@@ -1,96 +1,120 @@
-"""The time-to-accuracy breakdown reads the log lines and rows the system really writes."""
+"""The time-to-accuracy breakdown (``bench.tta.timeline``) over a real run's own output.
+
+The benchmark's system runner (``bench.tta.runs.system``: a real work server and real
+volunteer client processes, started as ``work_server.demo`` starts them) trains a small
+``digits`` job for two rounds. The timeline parsed from the server's and the clients' logs must
+agree with the server's database, so a change in the log lines or the schema the breakdown
+reads fails here rather than in a benchmark run."""
 
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
-import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from rich.console import Console
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from bench.tta.runs import system
+from bench.tta.timeline import PARTS, breakdown, client_events, server_events
+from work_server.demo.options import DemoOptions
 
-from tta.timeline import PARTS, breakdown, client_events, server_events
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # both CLIs' logging format
-
-
-def _log(path: Path, name: str, lines: list[tuple[float, str]]) -> None:
-    """Write ``lines`` as the server/client CLIs' logging would, at the given UNIX times."""
-    formatter = logging.Formatter(FORMAT)
-    out = []
-    for t, message in lines:
-        record = logging.LogRecord(name, logging.INFO, __file__, 0, message, None, None)
-        record.created, record.msecs = t, (t - int(t)) * 1000
-        out.append(formatter.format(record))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(out) + "\n")
+ROUNDS = 2
+#: log lines carry milliseconds, truncated: a logged event may read up to 1 ms early
+SLACK = 0.002
 
 
-def _db(path: Path, t0: float) -> None:
-    con = sqlite3.connect(path)
-    con.executescript(
-        "CREATE TABLE round (id INTEGER, job_id INTEGER, number INTEGER, closed_at REAL);"
-        "CREATE TABLE workunit (id INTEGER, job_id INTEGER, round_id INTEGER);"
-        "CREATE TABLE result (id INTEGER, workunit_id INTEGER, outcome TEXT, sent_at REAL,"
-        " received_at REAL, report TEXT);"
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """(state dir, job id) of a finished two-round digits job with two volunteers."""
+    root = tmp_path_factory.mktemp("tta")
+    opts = DemoOptions(
+        dataset="digits",
+        volunteers=2,
+        rounds=ROUNDS,
+        state_dir=root / "state",
+        runs_dir=root / "runs",
+        seed=3,
     )
-    con.execute("INSERT INTO round VALUES (1, 7, 1, ?)", (t0 + 13.0,))
-    con.executemany("INSERT INTO workunit VALUES (?, 7, 1)", [(1,), (2,)])
-    report = json.dumps({"elapsed_s": 8.0})
-    con.executemany(
-        "INSERT INTO result VALUES (?, ?, ?, ?, ?, ?)",
-        [
-            (10, 1, "success", t0 + 1.0, t0 + 11.0, report),
-            (11, 2, "success", t0 + 1.5, t0 + 12.0, report),
-            (12, 2, "client_error", t0 + 1.0, t0 + 2.0, None),
-        ],
+    run = system(
+        opts,
+        target=1.01,  # never reached: the job runs all its rounds
+        max_wall_s=150,
+        console=Console(quiet=True),
+        on_round=lambda row: None,
     )
-    con.commit()
-    con.close()
+    assert [r["round"] for r in run["rounds"]] == list(range(1, ROUNDS + 1)), run
+    return opts.state_dir, int(run["job_id"])
 
 
-def test_breakdown_adds_up_to_the_round(tmp_path: Path) -> None:
-    t0 = time.time()
-    _log(
-        tmp_path / "server.log",
-        "work_server.daemons.aggregator",
-        [
-            (t0, "job 7 started"),
-            (t0 + 14.0, "job 7 round 1 closed: 2/2 work units done, accuracy 0.9100"),
-        ],
-    )
-    _log(
-        tmp_path / "clients" / "1" / "client.log",
-        "volunteer_client.daemon",
-        [
-            (t0 + 2.0, "unit 11: running (time limit 600 s)"),
-            (t0 + 11.5, "unit 11: trained in 9.5 s"),
-            (t0 + 12.0, "unit 11: uploaded"),
-        ],
-    )
-    _db(tmp_path / "yadml.db", t0)
-    assert server_events(tmp_path / "server.log", 7) == pytest.approx(
-        {"started": t0, "closed:1": t0 + 14.0}, abs=2e-3
-    )
-    assert set(client_events([tmp_path / "clients" / "1" / "client.log"])[11]) == {
-        "running",
-        "trained",
-        "uploaded",
+def _query(db: Path, sql: str, *args: Any) -> list[sqlite3.Row]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    con.row_factory = sqlite3.Row
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def test_the_timeline_of_a_real_run_matches_its_database(real_run: tuple[Path, int]) -> None:
+    state_dir, job_id = real_run
+    db = state_dir / "yadml.db"
+    parts = breakdown(state_dir, job_id, ROUNDS)
+
+    [job] = _query(db, "SELECT started_at FROM job WHERE id = ?", job_id)
+    rounds = {
+        r["number"]: r
+        for r in _query(
+            db, "SELECT number, state, started_at, closed_at FROM round WHERE job_id = ?", job_id
+        )
     }
-    [r] = breakdown(tmp_path, 7, 1)["rounds"]
-    expected = {
-        "dispatch": 1.5,  # the last unit was handed out 1.5 s after the round opened
-        "fetch": 0.5,
-        "process": 1.5,  # executor 9.5 s - trainer 8 s
-        "trainer": 8.0,
-        "upload": 0.5,
-        "validate_wait": 1.0,
-        "aggregate": 1.0,
-    }
-    assert {p: r[f"{p}_s"] for p in PARTS} == pytest.approx(expected, abs=5e-3)
-    assert sum(r[f"{p}_s"] for p in PARTS) == pytest.approx(r["wall_s"], abs=1e-6)
-    assert r["units"] == 2
+    results = _query(
+        db,
+        "SELECT x.id, rd.number, x.sent_at, x.received_at, x.report FROM result x "
+        "JOIN workunit w ON w.id = x.workunit_id JOIN round rd ON rd.id = w.round_id "
+        "WHERE w.job_id = ? AND x.outcome = 'success'",
+        job_id,
+    )
+    assert [rounds[n]["state"] for n in range(1, ROUNDS + 1)] == ["done"] * ROUNDS
+
+    # the server log's events, against the rows they accompany
+    server = server_events(state_dir / "server.log", job_id)
+    assert parts["job_started"] == server["started"]
+    assert server["started"] >= job["started_at"] - SLACK
+    for n in range(1, ROUNDS + 1):
+        assert server[f"closed:{n}"] >= rounds[n]["closed_at"] - SLACK
+        if n < ROUNDS:  # round n's commit opens round n + 1
+            assert server[f"closed:{n}"] <= rounds[n + 1]["started_at"] + SLACK
+
+    # every accepted result is in a client log, between its dispatch and its arrival
+    units = client_events(sorted((state_dir / "clients").glob("*/client.log")))
+    assert {r["id"] for r in results} <= set(units)
+    for r in results:
+        ev = units[r["id"]]
+        assert r["sent_at"] - SLACK <= ev["running"] <= ev["trained"] <= r["received_at"] + SLACK
+        assert ev["trained"] <= ev["uploaded"]
+
+    # each round split along its last result, adding up to the round's wall time
+    assert [row["round"] for row in parts["rounds"]] == list(range(1, ROUNDS + 1))
+    opened = server["started"]
+    for row in parts["rounds"]:
+        n = row["round"]
+        mine = [r for r in results if r["number"] == n]
+        last = max(mine, key=lambda r: r["received_at"])
+        trainers = [float(json.loads(r["report"])["elapsed_s"]) for r in mine]
+        assert row["units"] == len(mine) == 2
+        assert row["wall_s"] == pytest.approx(server[f"closed:{n}"] - opened)
+        assert sum(row[f"{p}_s"] for p in PARTS) == pytest.approx(row["wall_s"])
+        assert all(row[f"{p}_s"] >= -SLACK for p in PARTS), row
+        assert row["trainer_s"] == pytest.approx(float(json.loads(last["report"])["elapsed_s"]))
+        assert (row["trainer_min_s"], row["trainer_max_s"]) == (min(trainers), max(trainers))
+        assert row["dispatch_s"] == pytest.approx(last["sent_at"] - opened)
+        assert row["upload_s"] == pytest.approx(last["received_at"] - units[last["id"]]["trained"])
+        assert row["validate_wait_s"] == pytest.approx(rounds[n]["closed_at"] - last["received_at"])
+        assert row["aggregate_s"] == pytest.approx(server[f"closed:{n}"] - rounds[n]["closed_at"])
+        opened = server[f"closed:{n}"]
+    for p in PARTS:
+        assert parts["totals"][f"{p}_s"] == pytest.approx(sum(r[f"{p}_s"] for r in parts["rounds"]))
