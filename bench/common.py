@@ -32,7 +32,10 @@ def bench_parser(doc: str | None, *, results: str | None) -> argparse.ArgumentPa
     results JSON, ``bench/results/<results>.json`` by default (``results=None``: no default,
     the benchmark names the file after its options)."""
     description = " ".join(doc.split("\n\n")[0].split()) if doc else None
-    parser = argparse.ArgumentParser(description=description)
+    script = Path(sys.argv[0]).resolve()
+    # the usage line shows how to run it: as a module (the file alone cannot import bench)
+    prog = f"python -m bench.{script.stem}" if script.parent == ROOT / "bench" else None
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     default = None if results is None else results_path(results)
     parser.add_argument(
         "--output",
