@@ -143,27 +143,72 @@ async def test_container_is_locked_down(tmp_path: Path, client_id: str) -> None:
 
 
 async def test_network_connection_fails_fast(tmp_path: Path, client_id: str) -> None:
-    executor = DockerExecutor(
-        client_id=client_id,
-        command=_payload("""
-        import socket, sys
-        for target in [("1.1.1.1", 443), ("pypi.org", 443), ("172.17.0.1", 2375)]:
+    import contextlib
+    import ipaddress
+    import socket
+
+    import docker.errors
+
+    from volunteer_client.executors.worker_image import default_image
+
+    # Targets of our own, never a public host: listeners on the host's loopback (what a
+    # container sharing the host's network would reach) and on the Docker bridge's gateway
+    # (what a container on the default network reaches: a bridged container checks first).
+    engine = docker.from_env()
+    try:
+        ipam = engine.networks.get("bridge").attrs["IPAM"]["Config"][0]
+        # Older engines name only the subnet; the gateway is then its first address.
+        gateway = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))
+    except (docker.errors.DockerException, LookupError, TypeError, ValueError):
+        gateway = None
+    with contextlib.ExitStack() as stack:
+        stack.callback(engine.close)
+        targets: list[tuple[str, int]] = []
+        for address in ["127.0.0.1", gateway] if gateway else ["127.0.0.1"]:
+            listener = stack.enter_context(socket.socket())
             try:
-                socket.create_connection(target, timeout=20).close()
-            except OSError as exc:
-                print("blocked", target, exc, flush=True)
-            else:
-                print("CONNECTED", target, flush=True)
-                sys.exit(0)
-        sys.exit(1)
-    """),
-    )
-    started = time.monotonic()
-    with pytest.raises(ExecutionFailed) as info:
-        await executor.run(make_request(tmp_path, timeout_s=60))
-    assert time.monotonic() - started < 20, "a blocked connection must fail, not hang"
+                listener.bind((address, 0))
+            except OSError:
+                continue  # the engine's bridge is not on this host
+            listener.listen(16)
+            targets.append(listener.getsockname()[:2])
+        for target in targets:
+            socket.create_connection(target, timeout=5).close()  # reachable from the host
+        for target in [t for t in targets if t[0] == gateway]:
+            probe = f"import socket; socket.create_connection({target!r}, timeout=5).close()"
+            try:
+                await asyncio.to_thread(
+                    engine.containers.run,
+                    default_image(),
+                    ["python3", "-c", probe],
+                    network_mode="bridge",
+                    labels={LABEL_CLIENT: client_id},
+                    remove=True,
+                )
+            except docker.errors.ContainerError:
+                targets.remove(target)  # a host firewall drops it: no test of the executor
+
+        executor = DockerExecutor(
+            client_id=client_id,
+            command=_payload(f"""
+            import socket, sys
+            for target in {targets!r}:
+                try:
+                    socket.create_connection(target, timeout=20).close()
+                except OSError as exc:
+                    print("blocked", target, exc, flush=True)
+                else:
+                    print("CONNECTED", target, flush=True)
+                    sys.exit(0)
+            sys.exit(1)
+        """),
+        )
+        started = time.monotonic()
+        with pytest.raises(ExecutionFailed) as info:
+            await executor.run(make_request(tmp_path, timeout_s=60))
+        assert time.monotonic() - started < 20, "a blocked connection must fail, not hang"
     assert info.value.reason == "crash"
-    assert info.value.detail.count("blocked") == 3, info.value.detail
+    assert info.value.detail.count("blocked") == len(targets), info.value.detail
     assert "CONNECTED" not in info.value.detail
 
 
