@@ -9,12 +9,9 @@ place that sees httpx exceptions and HTTP status codes: they are mapped to
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import hashlib
-import os
 import ssl
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +21,7 @@ from typing import Self, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from yadml_common.fsutil import atomic_output
 from yadml_common.wire import (
     API_PREFIX,
     ErrorBody,
@@ -244,13 +242,10 @@ class ServerAPI:
         :class:`IntegrityError` on a sha256 or size mismatch.
         """
         target = self._url(url)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        tmp = Path(tmp_name)
-        try:
+        with atomic_output(dest) as tmp:
             digest = hashlib.sha256()
             size = 0
-            with os.fdopen(fd, "wb") as out:
+            with tmp.open("wb") as out:
                 try:
                     async with self._client.stream(
                         "GET", target, headers=self._headers(target)
@@ -268,8 +263,6 @@ class ServerAPI:
                             out.write(chunk)
                 except httpx.TransportError as exc:
                     raise TransientError(f"GET {target}: {type(exc).__name__}: {exc}") from exc
-                out.flush()
-                os.fsync(out.fileno())
             actual = digest.hexdigest()
             if actual != expected_sha256:
                 raise IntegrityError(
@@ -277,11 +270,6 @@ class ServerAPI:
                     expected=expected_sha256,
                     actual=actual,
                 )
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
         return dest
 
     async def upload_result(
