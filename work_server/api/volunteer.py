@@ -13,6 +13,7 @@ from work_server import keys
 from work_server.api.common import int_param, json_body, json_response, read_limited
 from work_server.auth import bearer_token
 from work_server.blobs import SHA256_RE
+from work_server.daemons import transitioner
 from work_server.db.models import Blob, Host
 from work_server.errors import BadRequest, NotFound
 from work_server.ratelimit import client_ip
@@ -175,7 +176,7 @@ def _wake_transitioner(app: web.Application) -> None:
     than at its next interval (``DaemonScheduler.wake``)."""
     scheduler = app.get(keys.SCHEDULER)
     if scheduler is not None:
-        scheduler.wake("transitioner")
+        scheduler.wake(transitioner.NAME)
 
 
 @routes.put(f"{API_PREFIX}/results/{{result_id}}")
