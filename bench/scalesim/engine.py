@@ -18,7 +18,7 @@ finishes a unit asks at once, as the real client does.
 
 **Daemons** run every ``daemon_interval_s`` and, as the server's ``DaemonScheduler`` does,
 also right away when woken: an upload or a failure report wakes the transitioner, and a
-pass that handled something wakes the daemons in ``PIPELINE_WAKES``.
+pass that handled something wakes the daemons its ``DaemonSpec.wakes`` names.
 
 **Hosts** (:mod:`scalesim.hosts`) ask for one unit at a time (the client's default
 ``--max-concurrent 1``), compute only while online (``setup_s + unit_gflop / speed``), then
@@ -37,15 +37,22 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from scalesim.hosts import HostModel, Population
-from scalesim.server import Claim, SimServer
-from scalesim.state import Counters, IndexedSet, Task
-from work_server.daemons import aggregator, file_deleter, transitioner, validator
-from work_server.daemons.scheduler import PIPELINE_WAKES
+from bench.scalesim.hosts import HostModel, Population
+from bench.scalesim.server import Claim, SimServer
+from bench.scalesim.state import Counters, IndexedSet, Task
+from work_server.daemons import (
+    file_deleter,
+    job_finisher,
+    round_closer,
+    transitioner,
+    work_generator,
+)
+from work_server.daemons.roster import DAEMON_NAMES, ROSTER
 
 T = TypeVar("T")
 TOGGLE, POLL, ASK, FINISH, UPLOAD, DAEMON, SAMPLE = range(7)
-DAEMON_NAMES = (transitioner.NAME, validator.NAME, aggregator.NAME, file_deleter.NAME)
+#: whom a pass that handled something wakes (``DaemonSpec.wakes``)
+WAKES = {spec.name: spec.wakes for spec in ROSTER}
 #: the ``version`` field of a DAEMON event: a scheduled (interval) run or a woken one
 SCHEDULED, WOKEN = 0, 1
 #: the background load is capped here: beyond it the server is overloaded
@@ -64,7 +71,7 @@ class SimConfig:
     unit_gflop: float = 600.0  # ~5 min on the median host
     setup_s: float = 10.0  # download + start of one unit
     #: the server's ``DaemonScheduler(wake_pipeline=True)``: an upload or failure report
-    #: wakes the transitioner, a daemon run that handled something wakes ``PIPELINE_WAKES``
+    #: wakes the transitioner, a daemon run that handled something wakes ``DaemonSpec.wakes``
     wake_pipeline: bool = True
     max_sim_s: float = 7 * 86400.0
     seed: int = 0
@@ -151,9 +158,9 @@ class Engine:
 
     async def run(self, job_id: int) -> None:
         self.c_empty.append(await self._calibrate())
-        for i in range(3):  # transitioner, validator, aggregator (see daemon())
-            self.push(self.t0 + 0.1 * (i + 1), DAEMON, i)
-        self.push(self.t0 + self.cfg.file_deleter_interval_s, DAEMON, 3)
+        for i, spec in enumerate(ROSTER):  # the pipeline at once, housekeeping later
+            first = 0.1 * (i + 1) if spec.pipeline else self.cfg.file_deleter_interval_s
+            self.push(self.t0 + first, DAEMON, i)
         self.push(self.t0 + self.cfg.sample_interval_s / 2, SAMPLE)
         self.job_id = job_id
         end = self.t0 + self.cfg.max_sim_s
@@ -333,11 +340,11 @@ class Engine:
 
         handled, _ = await self.serve(op)
         if handled:
-            self.wake(*PIPELINE_WAKES.get(name, ()))
-        if name in (transitioner.NAME, aggregator.NAME):
+            self.wake(*WAKES[name])
+        if name in (transitioner.NAME, round_closer.NAME, work_generator.NAME):
             self.unsent = await self.server.unsent()
             self.start_polling()
-        if name == aggregator.NAME:
+        if name in (work_generator.NAME, job_finisher.NAME):
             self.job_state = await self.server.job_state(self.job_id)
         if not woken:
             interval = (

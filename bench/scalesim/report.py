@@ -9,11 +9,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from scalesim.engine import Engine
-from scalesim.server import SimServer
+from bench.scalesim.engine import Engine
+from bench.scalesim.server import SimServer
+from work_server.daemons.roster import DAEMON_NAMES, ROSTER
 from work_server.db.models import Job, Outcome, Result, WorkUnit, WorkUnitState
 
-DAEMON_OPS = ("transitioner", "validator", "aggregator", "file_deleter")
+DAEMON_OPS = DAEMON_NAMES
+#: the daemons paced by ``daemon_interval_s`` (the file deleter has its own interval)
+PIPELINE_OPS = tuple(spec.name for spec in ROSTER if spec.pipeline)
 #: log entries that split a call by its outcome (with work / without): not added twice
 SPLIT = (
     "work_request_claim",
@@ -57,7 +60,7 @@ async def analyse(
     sched_ops += [f"{d}_{x}" for d in DAEMON_OPS for x in ("busy", "woken_idle")]
     sched_cpu = sum(log.get(name, {}).get("cpu_s", 0.0) for name in sched_ops)
     cpu_per_unit = sched_cpu / done_units if done_units else float("nan")
-    idle_daemons_2s = sum(_median(log, f"{d}_idle") for d in DAEMON_OPS[:3]) / 2.0
+    idle_daemons_2s = sum(_median(log, f"{d}_idle") for d in PIPELINE_OPS) / 2.0
     c_empty = _mean(engine.c_empty)
     c_hb = _mean(engine.c_heartbeat)
     avail = engine.cfg.model.availability()
@@ -253,8 +256,12 @@ OPS = (
     "transitioner_busy",
     "validator_idle",
     "validator_busy",
-    "aggregator_idle",
-    "aggregator_busy",
+    "round_closer_idle",
+    "round_closer_busy",
+    "work_generator_idle",
+    "work_generator_busy",
+    "job_finisher_idle",
+    "job_finisher_busy",
     "file_deleter",
 )
 
