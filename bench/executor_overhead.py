@@ -55,9 +55,14 @@ import torch
 from rich.table import Table
 
 from bench import common
+from volunteer_client.executors import (
+    DockerExecutor,
+    DockerOptions,
+    ProcessExecutor,
+    ProcessOptions,
+    VmOptions,
+)
 from volunteer_client.executors.base import ExecutionRequest, Executor
-from volunteer_client.executors.docker import DockerExecutor
-from volunteer_client.executors.process import ProcessExecutor
 from volunteer_client.executors.worker_image import default_image
 from work_server.ml.datasets import load_dataset
 from yadml_common.wire import REPORT_METADATA_KEY, SHARD_IMAGES, SHARD_LABELS, TaskConfig
@@ -184,7 +189,7 @@ def vm_bench(samples: int, units: int) -> dict[str, Any] | None:
     with tempfile.TemporaryDirectory(prefix="yadml-bench-vm-") as tmp:
         root = Path(tmp)
         shard, weights = make_inputs(root, samples)
-        executor = VmExecutor(driver=driver, client_id="bench", spool_dir=root / "spool")
+        executor = VmExecutor(VmOptions(client_id="bench", spool_dir=root / "spool"), driver=driver)
         for i in range(units):
             row = asyncio.run(run_unit(executor, root, shard, weights, f"vm-{i}"))
             row["ready_s"] = executor.last_timings["ready_s"]
@@ -260,10 +265,10 @@ async def bench(samples: int, units: int, image: str) -> dict[str, Any]:
         shard, weights = make_inputs(root, samples)
         process = ProcessExecutor()
         # the default of `yadml-client run`: one long-lived trainer process per client
-        process_warm = ProcessExecutor(warm=True, spool_dir=root / "pspool")
-        cold = DockerExecutor(image=image, client_id="bench-cold")
+        process_warm = ProcessExecutor(ProcessOptions(warm=True, spool_dir=root / "pspool"))
+        cold = DockerExecutor(DockerOptions(image=image, client_id="bench-cold"))
         warm = DockerExecutor(
-            image=image, client_id="bench-warm", warm=True, spool_dir=root / "spool"
+            DockerOptions(image=image, client_id="bench-warm", warm=True, spool_dir=root / "spool")
         )
         names = ("process", "process_warm_first", "process_warm")
         for name in (*names, "docker", "docker_warm_first", "docker_warm"):

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
         ExecutionResult,
         Executor,
         ProcessExecutor,
-        get_executor,
     )
     from .state import Attachment, StateDir, UnitRecord, default_state_dir
 
@@ -63,7 +62,6 @@ _EXPORTS = {
     "ExecutionResult": "executors",
     "Executor": "executors",
     "ProcessExecutor": "executors",
-    "get_executor": "executors",
     "Attachment": "state",
     "StateDir": "state",
     "UnitRecord": "state",
@@ -95,7 +93,6 @@ __all__ = [
     "UnitRecord",
     "YadmlClientError",
     "default_state_dir",
-    "get_executor",
 ]
 
 

@@ -13,7 +13,8 @@
     yadml-client [--state-dir DIR] status
     yadml-client [--state-dir DIR] detach
 
-Exit status: 0 ok, 1 error (message on stderr), 2 bad usage.
+Exit status: 0 ok, 1 error (message on stderr), 2 bad usage. Which executor serves each
+runtime, and how these options configure it, is :mod:`volunteer_client.executor_table`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from yadml_common.signing import SignatureError, WorkVerifier, fingerprint, public_key_from_b64
 from yadml_common.wire import RUNTIMES, HostRegisterRequest, ProjectInfo, Runtime
@@ -37,7 +38,7 @@ from yadml_common.wire import RUNTIMES, HostRegisterRequest, ProjectInfo, Runtim
 from .api import ServerAPI
 from .daemon import Daemon
 from .errors import ExecutionFailed, YadmlClientError
-from .executors import Executor, get_executor
+from .executor_table import EXECUTORS, build_executor
 from .faults import AttackSpec, FaultyExecutor, parse_attack, parse_faults
 from .state import Attachment, StateDir, default_state_dir
 
@@ -116,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     run = sub.add_parser("run", help="work for the attached server")
-    run.add_argument("--executor", default="process", help="executor (default: process)")
+    run.add_argument(
+        "--executor", choices=list(EXECUTORS), default="process", help="(default: process)"
+    )
     run.add_argument("--max-concurrent", type=_positive_int, default=1)
     run.add_argument("--threads", type=_positive_int, default=None, help="threads per unit")
     run.add_argument("--once", action="store_true", help="one pass, then exit")
@@ -252,69 +255,26 @@ async def _attach(
 
 
 def _usable_runtimes(runtimes: list[Runtime]) -> list[Runtime]:
-    """``runtimes`` without ``vm`` when no VM driver is usable here (it is not advertised)."""
-    if "vm" not in runtimes:
-        return runtimes
-    from .executors.vm import make_driver
-
-    try:
-        driver = make_driver("auto", prefix="yadml-vm-probe-")
-    except ExecutionFailed as exc:
-        kept: list[Runtime] = [r for r in runtimes if r != "vm"]
-        if not kept:
-            raise
-        print(f"not advertising the vm runtime: {exc.detail}", file=sys.stderr)
-        return kept
-    log.info("vm runtime: %s", driver.describe())
-    return runtimes
-
-
-async def _remove_leftovers(executor: Executor) -> None:
-    """Docker and vm: remove what a killed earlier run of this client left behind. A vm
-    executor without a usable hypervisor stops the client here (ExecutionFailed)."""
-    from .executors.docker import DockerExecutor
-    from .executors.vm import VmExecutor
-
-    if isinstance(executor, VmExecutor):
-        ok, why = await asyncio.to_thread(executor.driver.usable)
-        if not ok:
-            raise ExecutionFailed("executor_error", f"VM driver {executor.driver.name}: {why}")
-    if isinstance(executor, DockerExecutor | VmExecutor):
+    """``runtimes`` without those this computer cannot provide (they are not advertised);
+    raises ``ExecutionFailed`` when none is left."""
+    kept: list[Runtime] = []
+    refused: list[tuple[Runtime, ExecutionFailed]] = []
+    for runtime in runtimes:
+        probe = EXECUTORS[runtime].probe
+        if probe is None:
+            kept.append(runtime)
+            continue
         try:
-            await asyncio.to_thread(executor.cleanup)
+            log.info("%s runtime: %s", runtime, probe())
         except ExecutionFailed as exc:
-            log.warning("%s", exc.detail)
-
-
-def _executor_options(state: StateDir, args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of the chosen executor's class."""
-    if args.executor == "process":
-        return {"warm": not args.cold, "spool_dir": state.root / "warm"}
-    if args.executor == "vm":
-        from .executors.docker import client_id_for
-
-        return {
-            "driver": args.vm_driver,
-            "client_id": client_id_for(state.root),
-            "image_dir": args.vm_image_dir,
-            "spool_dir": state.root / "vm",
-            "memory_mb": args.memory_mb,
-            "cpus": None if args.cpus is None else max(1, round(args.cpus)),
-        }
-    if args.executor != "docker":
-        return {}
-    from .executors.docker import client_id_for
-
-    return {
-        "image": args.docker_image,
-        "runtime": args.docker_runtime,
-        "memory_mb": args.memory_mb,
-        "cpus": args.cpus,
-        "pids_limit": args.pids_limit,
-        "warm": not args.cold,
-        "client_id": client_id_for(state.root),
-        "spool_dir": state.root / "docker",
-    }
+            refused.append((runtime, exc))
+        else:
+            kept.append(runtime)
+    if not kept and refused:
+        raise refused[0][1]
+    for runtime, failure in refused:
+        print(f"not advertising the {runtime} runtime: {failure.detail}", file=sys.stderr)
+    return kept
 
 
 async def _run(state: StateDir, args: argparse.Namespace) -> int:
@@ -326,14 +286,13 @@ async def _run(state: StateDir, args: argparse.Namespace) -> int:
                 "run 'yadml-client detach' and attach again"
             )
         verifier = WorkVerifier.from_b64(attachment.project_keys)
-        executor = get_executor(args.executor, **_executor_options(state, args))
-        inner = executor
-        await _remove_leftovers(inner)
+        executor = build_executor(args.executor, state.root, args)
         if args.faults or args.attack is not None:
             log.warning("fault injection on: faults %s, attack %s", args.faults, args.attack)
             executor = FaultyExecutor(
                 executor, faults=args.faults, attack=args.attack, seed=args.fault_seed
             )
+        await executor.prepare()
         if executor.runtime not in attachment.runtimes:
             log.warning(
                 "executor %s is not among the attached runtimes %s",
@@ -364,7 +323,7 @@ async def _run(state: StateDir, args: argparse.Namespace) -> int:
                 try:
                     count = await daemon.run_once()
                 finally:
-                    await inner.aclose()
+                    await executor.aclose()
                 log.info("done: %d unit(s)", count)
                 return 0
             stop = asyncio.Event()
@@ -376,7 +335,7 @@ async def _run(state: StateDir, args: argparse.Namespace) -> int:
             finally:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-                await inner.aclose()
+                await executor.aclose()
     return 0
 
 

@@ -146,9 +146,9 @@ def _rewrite_output(
     import torch
 
     from yadml_common.encoding import decode_update
+    from yadml_trainer.trainer import encode_output
 
     from .attacks import apply_update_attack, garbage_like
-    from yadml_trainer.trainer import encode_output
 
     with safetensors.safe_open(str(request.output_path), framework="pt") as f:
         metadata = f.metadata()
@@ -202,6 +202,12 @@ class FaultyExecutor(Executor):
         self._clock = clock
         #: what was injected, per unit (for logs and tests): fault name or "ok"
         self.history: list[str] = []
+
+    async def prepare(self) -> None:
+        await self.inner.prepare()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
     async def run(self, request: ExecutionRequest) -> ExecutionResult:
         started = self._clock()

@@ -13,7 +13,8 @@ from tests.requirements import require
 from tests.system.harness import cluster
 from tests.system.test_end_to_end import DIGITS_JOB, _check_accounting, _wait_done
 from tests.volunteer_client.executors.conftest import _engine_state
-from volunteer_client.executors.docker import LABEL_CLIENT, client_id_for
+from volunteer_client.executor_table import client_id_for
+from volunteer_client.executors.docker_container import LABEL_CLIENT
 from volunteer_client.executors.worker_image import default_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]

@@ -8,16 +8,10 @@ from pathlib import Path
 import pytest
 
 from tests.requirements import require
-from volunteer_client.cli import (
-    _executor_options,
-    _remove_leftovers,
-    _usable_runtimes,
-    build_parser,
-)
+from volunteer_client.cli import _usable_runtimes, build_parser
 from volunteer_client.errors import ExecutionFailed
-from volunteer_client.executors import get_executor
-from volunteer_client.executors.vm import QemuDriver, VmExecutor
-from volunteer_client.state import StateDir
+from volunteer_client.executor_table import build_executor
+from volunteer_client.executors.vm import QemuDriver, VmExecutor, VmOptions
 
 
 def test_vm_is_not_advertised_without_a_hypervisor(
@@ -43,7 +37,7 @@ def test_run_options_make_a_vm_executor(tmp_path: Path) -> None:
         ["run", "--executor", "vm", "--vm-driver", "qemu", "--memory-mb", "768", "--cpus", "2",
          "--vm-image-dir", str(tmp_path / "images")]
     )  # fmt: skip
-    executor = get_executor("vm", **_executor_options(StateDir(tmp_path / "state"), args))
+    executor = build_executor("vm", tmp_path / "state", args)
     assert isinstance(executor, VmExecutor)
     assert (executor.memory_mb, executor.cpus) == (768, 2)
     assert executor.images.root == tmp_path / "images"
@@ -54,7 +48,7 @@ def test_run_options_make_a_vm_executor(tmp_path: Path) -> None:
 
 async def test_run_stops_when_the_vm_driver_is_not_usable(tmp_path: Path) -> None:
     driver = QemuDriver(prefix="yadml-vm-x-", qemu=[str(tmp_path / "no-qemu")])
-    executor = VmExecutor(driver=driver, spool_dir=tmp_path / "spool")
+    executor = VmExecutor(VmOptions(spool_dir=tmp_path / "spool"), driver=driver)
     with pytest.raises(ExecutionFailed) as info:
-        await _remove_leftovers(executor)
+        await executor.prepare()
     assert info.value.reason == "executor_error" and "qemu" in info.value.detail

@@ -22,9 +22,8 @@ import torch
 
 from tests.volunteer_client.executors.conftest import make_request
 from volunteer_client.errors import ExecutionFailed
-from volunteer_client.executors import get_executor
-from volunteer_client.executors.docker import LABEL_CLIENT, DockerExecutor
-from volunteer_client.executors.process import ProcessExecutor
+from volunteer_client.executors import DockerExecutor, DockerOptions, ProcessExecutor
+from volunteer_client.executors.docker_container import LABEL_CLIENT
 from yadml_common.wire import REPORT_METADATA_KEY
 
 pytestmark = pytest.mark.timeout(240)
@@ -58,8 +57,7 @@ async def test_same_result_as_process_executor(tmp_path: Path, client_id: str) -
     process_req = make_request(tmp_path / "process", samples=600)
     cold_req = make_request(tmp_path / "cold", samples=600)
     await ProcessExecutor().run(process_req)
-    executor = get_executor("docker", client_id=client_id)
-    assert isinstance(executor, DockerExecutor)
+    executor = DockerExecutor(DockerOptions(client_id=client_id))
     result = await executor.run(cold_req)
     assert result.output_path == cold_req.output_path
     expected = _weights(process_req.output_path)
@@ -76,7 +74,9 @@ async def test_warm_container_takes_unit_after_unit(tmp_path: Path, client_id: s
     process_req = make_request(tmp_path / "process", samples=400)
     await ProcessExecutor().run(process_req)
     expected = _weights(process_req.output_path)
-    executor = DockerExecutor(client_id=client_id, warm=True, spool_dir=tmp_path / "spool")
+    executor = DockerExecutor(
+        DockerOptions(client_id=client_id, warm=True, spool_dir=tmp_path / "spool")
+    )
     try:
         for i in range(2):
             req = make_request(tmp_path / f"warm{i}", samples=400)
@@ -98,10 +98,7 @@ async def test_warm_container_takes_unit_after_unit(tmp_path: Path, client_id: s
 
 async def test_container_is_locked_down(tmp_path: Path, client_id: str) -> None:
     executor = DockerExecutor(
-        client_id=client_id,
-        memory_mb=512,
-        cpus=1.5,
-        pids_limit=64,
+        DockerOptions(client_id=client_id, memory_mb=512, cpus=1.5, pids_limit=64),
         command=_payload("""
             import os, sys, time
             print("uid", os.getuid(), flush=True)
@@ -189,7 +186,7 @@ async def test_network_connection_fails_fast(tmp_path: Path, client_id: str) -> 
                 targets.remove(target)  # a host firewall drops it: no test of the executor
 
         executor = DockerExecutor(
-            client_id=client_id,
+            DockerOptions(client_id=client_id),
             command=_payload(f"""
             import socket, sys
             for target in {targets!r}:
@@ -214,7 +211,7 @@ async def test_network_connection_fails_fast(tmp_path: Path, client_id: str) -> 
 
 async def test_time_limit_kills_and_removes(tmp_path: Path, client_id: str) -> None:
     executor = DockerExecutor(
-        client_id=client_id,
+        DockerOptions(client_id=client_id),
         command=_payload("import time; print('sleeping', flush=True); time.sleep(600)"),
     )
     started = time.monotonic()
@@ -228,8 +225,7 @@ async def test_time_limit_kills_and_removes(tmp_path: Path, client_id: str) -> N
 
 async def test_memory_limit_is_out_of_memory(tmp_path: Path, client_id: str) -> None:
     executor = DockerExecutor(
-        client_id=client_id,
-        memory_mb=96,
+        DockerOptions(client_id=client_id, memory_mb=96),
         command=_payload("""
             chunks = []
             for _ in range(64):
@@ -243,7 +239,9 @@ async def test_memory_limit_is_out_of_memory(tmp_path: Path, client_id: str) -> 
 
 
 async def test_warm_time_limit_replaces_the_container(tmp_path: Path, client_id: str) -> None:
-    executor = DockerExecutor(client_id=client_id, warm=True, spool_dir=tmp_path / "spool")
+    executor = DockerExecutor(
+        DockerOptions(client_id=client_id, warm=True, spool_dir=tmp_path / "spool")
+    )
     try:
         with pytest.raises(ExecutionFailed) as info:
             # 60k samples cannot be trained in 2 s
@@ -261,7 +259,7 @@ def test_refuses_an_image_it_does_not_have(tmp_path: Path, client_id: str) -> No
     missing = "sha256:" + "0" * 64
     req = make_request(tmp_path)
     req = type(req)(**{**req.__dict__, "image": missing})
-    executor = DockerExecutor(client_id=client_id)
+    executor = DockerExecutor(DockerOptions(client_id=client_id))
     with pytest.raises(ExecutionFailed) as info:
         asyncio.run(executor.run(req))
     assert info.value.reason == "executor_error"
@@ -269,7 +267,7 @@ def test_refuses_an_image_it_does_not_have(tmp_path: Path, client_id: str) -> No
 
 
 def test_unit_image_by_digest_is_used(tmp_path: Path, client_id: str) -> None:
-    executor = DockerExecutor(client_id=client_id)
+    executor = DockerExecutor(DockerOptions(client_id=client_id))
     image_id = executor.resolve_image(None)
     assert image_id.startswith("sha256:")
     req = make_request(tmp_path, samples=100)
@@ -282,9 +280,9 @@ _KILLED_CLIENT = """
 import asyncio, sys
 from pathlib import Path
 from tests.volunteer_client.executors.conftest import make_request
-from volunteer_client.executors.docker import DockerExecutor
+from volunteer_client.executors import DockerExecutor, DockerOptions
 sleep = ("python3", "-c", "import time; time.sleep(600)")
-ex = DockerExecutor(client_id=sys.argv[1], command=sleep)
+ex = DockerExecutor(DockerOptions(client_id=sys.argv[1]), command=sleep)
 asyncio.run(ex.run(make_request(Path(sys.argv[2]), timeout_s=600)))
 """
 
@@ -307,7 +305,7 @@ def test_restarted_client_removes_what_a_killed_one_left(tmp_path: Path, client_
     time.sleep(0.5)
     assert len(_containers(client_id)) == 1  # SIGKILL: nobody removed it
     # the restarted client cleans up before its first unit
-    executor = DockerExecutor(client_id=client_id)
+    executor = DockerExecutor(DockerOptions(client_id=client_id))
     req = make_request(tmp_path / "again", samples=100)
     asyncio.run(executor.run(req))
     assert _containers(client_id) == []

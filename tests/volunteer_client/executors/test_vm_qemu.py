@@ -21,10 +21,9 @@ import torch
 from tests.requirements import require
 from tests.volunteer_client.executors.conftest import make_request
 from volunteer_client.errors import ExecutionFailed
-from volunteer_client.executors import get_executor
 from volunteer_client.executors.base import ExecutionRequest
-from volunteer_client.executors.process import ProcessExecutor
-from volunteer_client.executors.vm import QemuDriver, VmExecutor, VmImageStore, vm_prefix
+from volunteer_client.executors.process_executor import ProcessExecutor
+from volunteer_client.executors.vm import QemuDriver, VmExecutor, VmImageStore, VmOptions, vm_prefix
 from work_server.ml.datasets import load_dataset
 from yadml_common.wire import REPORT_METADATA_KEY, SHARD_IMAGES, SHARD_LABELS
 
@@ -60,10 +59,11 @@ async def test_digits_unit_matches_the_process_executor(tmp_path: Path, qemu_rea
     expected = _digits_request(tmp_path / "process", samples=96, timeout_s=None)
     await ProcessExecutor().run(expected)
     request = _digits_request(tmp_path / "vm", samples=96, timeout_s=600)
-    executor = get_executor(
-        "vm", driver="qemu", client_id="test-same", spool_dir=tmp_path / "spool", memory_mb=1024
+    executor = VmExecutor(
+        VmOptions(
+            driver="qemu", client_id="test-same", spool_dir=tmp_path / "spool", memory_mb=1024
+        )
     )
-    assert isinstance(executor, VmExecutor)
     result = await executor.run(request)
     got = safetensors.torch.load_file(str(result.output_path))
     want = safetensors.torch.load_file(str(expected.output_path))
@@ -85,7 +85,9 @@ async def test_time_limit_leaves_no_process_overlay_or_file(
 ) -> None:
     request = _digits_request(tmp_path / "vm", samples=64, timeout_s=4.0)
     spool = tmp_path / "spool"
-    executor = VmExecutor(driver="qemu", client_id="test-limit", spool_dir=spool, memory_mb=512)
+    executor = VmExecutor(
+        VmOptions(driver="qemu", client_id="test-limit", spool_dir=spool, memory_mb=512)
+    )
     base = VmImageStore().find(None, "qcow2").path
     before = base.stat().st_mtime_ns
     started = time.monotonic()
@@ -102,7 +104,9 @@ async def test_time_limit_leaves_no_process_overlay_or_file(
 async def test_cancelled_unit_leaves_no_process_or_file(tmp_path: Path, qemu_ready: None) -> None:
     request = _digits_request(tmp_path / "vm", samples=64, timeout_s=600)
     spool = tmp_path / "spool"
-    executor = VmExecutor(driver="qemu", client_id="test-cancel", spool_dir=spool, memory_mb=512)
+    executor = VmExecutor(
+        VmOptions(driver="qemu", client_id="test-cancel", spool_dir=spool, memory_mb=512)
+    )
     task = asyncio.create_task(executor.run(request))
     for _ in range(300):  # until the VM runs
         if _qemu_processes(vm_prefix("test-cancel")):
@@ -134,7 +138,7 @@ async def test_restarted_client_kills_its_orphaned_vms(tmp_path: Path, qemu_read
             if _qemu_processes(prefix):
                 break
             await asyncio.sleep(0.1)
-        executor = VmExecutor(driver="qemu", client_id="test-orphan", spool_dir=spool)
+        executor = VmExecutor(VmOptions(driver="qemu", client_id="test-orphan", spool_dir=spool))
         assert await asyncio.to_thread(executor.cleanup) == 2
         assert await asyncio.to_thread(orphan.wait, 10) != 0
         assert _qemu_processes(prefix) == []

@@ -21,8 +21,8 @@ import torch
 
 from tests.volunteer_client.executors.conftest import make_request
 from volunteer_client.errors import ExecutionFailed
-from volunteer_client.executors.process import ProcessExecutor
-from volunteer_client.executors.vm import VirtualBoxDriver, VmExecutor, vm_prefix
+from volunteer_client.executors.process_executor import ProcessExecutor
+from volunteer_client.executors.vm import VirtualBoxDriver, VmExecutor, VmOptions, vm_prefix
 from volunteer_client.executors.vm.virtualbox import parse_list_vms, parse_machinereadable
 from yadml_trainer.version import trainer_version
 
@@ -64,7 +64,8 @@ def _executor(root: Path, *, poll_s: float = 0.05) -> VmExecutor:
         prefix=vm_prefix(CLIENT), vboxmanage=[sys.executable, str(FAKE)], poll_s=poll_s
     )
     return VmExecutor(
-        driver=driver, client_id=CLIENT, image_dir=_image_dir(root), spool_dir=root / "spool"
+        VmOptions(client_id=CLIENT, image_dir=_image_dir(root), spool_dir=root / "spool"),
+        driver=driver,
     )
 
 
@@ -202,7 +203,9 @@ async def test_missing_vboxmanage_is_an_executor_error(tmp_path: Path) -> None:
     driver = VirtualBoxDriver(prefix=vm_prefix(CLIENT), vboxmanage=[str(tmp_path / "nothing")])
     ok, why = driver.usable()
     assert not ok and "VBoxManage" in why
-    executor = VmExecutor(driver=driver, client_id=CLIENT, image_dir=_image_dir(tmp_path))
+    executor = VmExecutor(
+        VmOptions(client_id=CLIENT, image_dir=_image_dir(tmp_path)), driver=driver
+    )
     with pytest.raises(ExecutionFailed) as info:
         await executor.run(make_request(tmp_path / "vm", samples=8))
     assert info.value.reason == "executor_error"

@@ -1,7 +1,7 @@
 """The ``vm`` executor: each unit in a fresh VM of the YADML VM image (``images/vm``).
 
-* :mod:`.executor`: :class:`VmExecutor` (the :class:`~..base.Executor`), and
-  :func:`make_driver`;
+* :mod:`.executor`: :class:`VmExecutor` (the :class:`~..base.Executor`), its
+  :class:`VmOptions`, :func:`make_driver` and :func:`probe_driver`;
 * :mod:`.base`: the :class:`VmDriver` interface both drivers implement;
 * :mod:`.qemu`: :class:`QemuDriver` (``qemu-system-x86_64``, KVM or TCG);
 * :mod:`.virtualbox`: :class:`VirtualBoxDriver` (``VBoxManage``);
@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from .base import VmDriver, VmExit, VmRun, vm_prefix
-from .executor import VmExecutor, make_driver
+from .executor import VmExecutor, VmOptions, make_driver, probe_driver
 from .image import VmImage, VmImageStore, default_image_dir
 from .qemu import QemuDriver
 from .virtualbox import VirtualBoxDriver
@@ -25,8 +25,10 @@ __all__ = [
     "VmExit",
     "VmImage",
     "VmImageStore",
+    "VmOptions",
     "VmRun",
     "default_image_dir",
     "make_driver",
+    "probe_driver",
     "vm_prefix",
 ]

@@ -3,18 +3,20 @@
 For one unit the executor makes a run directory ``<spool>/<prefix><unit>-<random>`` with
 the input disk (a tar of the task, shard, weights and thread count), an empty output disk,
 and the two serial logs; the driver (:mod:`.qemu` or :mod:`.virtualbox`) boots the image's
-file (checked against its manifest, :mod:`.image`) over a per-unit copy-on-write layer and
-waits for the guest to power off. The executor then reads the output disk (:mod:`.disks`)
-and maps what happened onto the client's failure reasons:
+file (checked against its manifest, :mod:`.image`) over a per-unit
+copy-on-write layer and waits for the guest to power off. The executor then reads the
+output disk (:mod:`.disks`) and maps what happened onto the client's failure reasons with
+:func:`~..base.classify_exit`:
 
 * past the time limit: ``timeout`` (the driver stops the VM and removes its disks);
-* exit status 0 and weights: success; 2: ``invalid_input``; the guest kernel's OOM killer
-  (its console says ``Out of memory``) or status 137: ``out_of_memory``; anything else,
-  or a guest that powered off without a status: ``crash``; a VM that cannot be created or
-  started: ``executor_error``.
+* exit status 0 and weights: success; 2: ``invalid_input``; status 137 (in the guest only its
+  OOM killer sends SIGKILL) or the guest kernel's OOM messages on the console:
+  ``out_of_memory``; anything else, or a guest that powered off without a status:
+  ``crash``; a VM that cannot be created or started: ``executor_error``.
 
 The run directory is deleted afterwards in every case; :meth:`VmExecutor.cleanup` (run
-before the first unit, and by the client at start) removes what a killed client left.
+before the first unit, and by the client at start, :meth:`VmExecutor.prepare`) removes what
+a killed client left.
 Progress lines from the guest are relayed to the unit's progress file.
 """
 
@@ -28,21 +30,42 @@ import shutil
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import ExecutionFailed
-from ..base import ExecutionRequest, ExecutionResult, Executor
+from ..base import ExecutionRequest, ExecutionResult, Executor, classify_exit
+from ..trainer_files import read_tail
 from .base import VmDriver, VmRun, parse_status, vm_prefix
 from .disks import read_output_disk
 from .image import VmImageStore
 
-__all__ = ["VmExecutor", "make_driver"]
+__all__ = ["VmExecutor", "VmOptions", "make_driver", "probe_driver"]
 
 log = logging.getLogger(__name__)
 
-LOG_TAIL_BYTES = 4096
 STATUS_POLL_S = 0.1
-_OOM_MARKERS = ("Out of memory", "oom-kill", "MemoryError")
+#: The trainer's status when the guest's OOM killer took it (128 + SIGKILL): nothing else
+#: in the guest sends SIGKILL.
+GUEST_OOM_STATUS = 137
+
+
+@dataclass(frozen=True)
+class VmOptions:
+    """The volunteer's choices for the VM executor.
+
+    ``driver``: ``auto``, ``qemu`` or ``virtualbox``; ``client_id``: names this client's VMs
+    (:func:`vm_prefix`); ``image_dir``: where the images and manifests are (default
+    :func:`.image.default_image_dir`); ``spool_dir``: where run directories go
+    (default: a temporary directory); ``memory_mb``/``cpus``: the VM's size (``cpus`` None:
+    the unit's thread count)."""
+
+    driver: str = "auto"
+    client_id: str = "default"
+    image_dir: Path | None = None
+    spool_dir: Path | None = None
+    memory_mb: int = 2048
+    cpus: int | None = None
 
 
 def make_driver(name: str, *, prefix: str) -> VmDriver:
@@ -66,43 +89,30 @@ def make_driver(name: str, *, prefix: str) -> VmDriver:
     raise ExecutionFailed("executor_error", "no VM driver is usable: " + "; ".join(reasons))
 
 
-def _tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - limit))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+def probe_driver() -> str:
+    """Whether this computer can run VMs: the usable driver's description, or
+    ``ExecutionFailed`` (``executor_error``) saying why none is."""
+    return make_driver("auto", prefix="yadml-vm-probe-").describe()
 
 
 class VmExecutor(Executor):
     """Run the trainer in a VM; see the module docstring.
 
-    ``driver``: a :class:`VmDriver` or its name (``auto``, ``qemu``, ``virtualbox``);
-    ``client_id``: names this client's VMs (:func:`vm_prefix`); ``image_dir``: where the
-    images and manifests are; ``spool_dir``: where run directories go (default: a temp
-    dir); ``memory_mb``/``cpus``: the VM's size (``cpus`` None: the unit's thread count)."""
+    ``driver``: a :class:`VmDriver` to use instead of the one ``options.driver`` names
+    (tests, benchmarks)."""
 
     runtime = "vm"
 
-    def __init__(
-        self,
-        *,
-        driver: VmDriver | str = "auto",
-        client_id: str = "default",
-        image_dir: Path | None = None,
-        spool_dir: Path | None = None,
-        memory_mb: int = 2048,
-        cpus: int | None = None,
-    ) -> None:
-        self.client_id = client_id
-        self.prefix = vm_prefix(client_id)
-        self._driver = driver if isinstance(driver, VmDriver) else None
-        self._driver_name = driver if isinstance(driver, str) else driver.name
-        self.images = VmImageStore(image_dir)
-        self.spool_dir = spool_dir
-        self.memory_mb = memory_mb
-        self.cpus = cpus
+    def __init__(self, options: VmOptions | None = None, *, driver: VmDriver | None = None) -> None:
+        self.options = options = options or VmOptions()
+        self.client_id = options.client_id
+        self.prefix = vm_prefix(options.client_id)
+        self._driver = driver
+        self._driver_name = options.driver if driver is None else driver.name
+        self.images = VmImageStore(options.image_dir)
+        self.spool_dir = options.spool_dir
+        self.memory_mb = options.memory_mb
+        self.cpus = options.cpus
         self._cleaned = False
         self._lock = asyncio.Lock()
         #: timings of the last unit: ``ready_s`` (VM start to trainer start), ``total_s``
@@ -128,13 +138,25 @@ class VmExecutor(Executor):
         self._cleaned = True
         return removed
 
+    async def _check_usable(self, driver: VmDriver) -> None:
+        ok, why = await asyncio.to_thread(driver.usable)
+        if not ok:
+            raise ExecutionFailed("executor_error", f"VM driver {driver.name}: {why}")
+
+    async def prepare(self) -> None:
+        """Stop the client (``executor_error``) when the driver cannot boot VMs here; else
+        remove this client's leftover VMs (a failure to is only logged)."""
+        await self._check_usable(self.driver)
+        try:
+            await asyncio.to_thread(self.cleanup)
+        except ExecutionFailed as exc:
+            log.warning("%s", exc.detail)
+
     async def _prepare(self) -> VmDriver:
         async with self._lock:
             driver = self.driver
             if not self._cleaned:
-                ok, why = await asyncio.to_thread(driver.usable)
-                if not ok:
-                    raise ExecutionFailed("executor_error", f"VM driver {driver.name}: {why}")
+                await self._check_usable(driver)
                 await asyncio.to_thread(self.cleanup)
         return driver
 
@@ -216,12 +238,13 @@ class VmExecutor(Executor):
     ) -> ExecutionResult:
         elapsed = time.monotonic() - started
         self.last_timings["total_s"] = elapsed
-        console = _tail(run.console_log)
+        console = read_tail(run.console_log)
         if timed_out:
-            raise ExecutionFailed(
-                "timeout",
-                f"VM stopped after the time limit of {request.timeout_s or 0:.1f} s\n{console}",
+            failure = classify_exit(
+                None, timed_out=True, time_limit_s=request.timeout_s, log_tail=console
             )
+            assert failure is not None
+            raise failure
         status = parse_status(run.status_log.read_text("utf-8", "replace"))
         fails = [" ".join(s.values) for s in status if s.event == "FAIL"]
         limit = 2 * request.weights_path.stat().st_size + (1 << 20)
@@ -232,24 +255,19 @@ class VmExecutor(Executor):
         if code is None:
             exits = [s.values[0] for s in status if s.event == "EXIT" and s.values]
             code = int(exits[-1]) if exits and exits[-1].isdigit() else None
-        oom = any(marker in console for marker in _OOM_MARKERS)
-        if code == 0 and outputs.weights is not None:
-            if request.progress_path is not None:
-                with contextlib.suppress(OSError):
-                    request.progress_path.write_text("1.0\n")
-            return ExecutionResult(
-                output_path=request.output_path, elapsed_s=elapsed, log_tail=console
-            )
-        request.output_path.unlink(missing_ok=True)
         problems = "; ".join([*fails, *outputs.problems])
-        if code == 0:
-            raise ExecutionFailed("crash", f"exit 0 but no output file ({problems})\n{console}")
-        if code == 2:
-            raise ExecutionFailed("invalid_input", console)
-        if oom or code == 137:
-            raise ExecutionFailed("out_of_memory", f"VM memory {self.memory_mb} MB\n{console}")
-        if code is None:
-            raise ExecutionFailed(
-                "crash", f"the VM stopped without an exit status ({problems})\n{console}"
-            )
-        raise ExecutionFailed("crash", f"exit status {code}\n{console}")
+        failure = classify_exit(
+            code,
+            log_tail=console,
+            oom_killed=code == GUEST_OOM_STATUS,
+            output_written=outputs.weights is not None,
+            memory_limit_mb=self.memory_mb,
+            context=problems,
+        )
+        if failure is not None:
+            request.output_path.unlink(missing_ok=True)
+            raise failure
+        if request.progress_path is not None:
+            with contextlib.suppress(OSError):
+                request.progress_path.write_text("1.0\n")
+        return ExecutionResult(output_path=request.output_path, elapsed_s=elapsed, log_tail=console)

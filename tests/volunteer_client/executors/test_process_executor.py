@@ -8,20 +8,17 @@ from pathlib import Path
 import pytest
 
 from volunteer_client.errors import ExecutionFailed
-from volunteer_client.executors import (
-    ExecutionRequest,
-    Executor,
-    ProcessExecutor,
-    get_executor,
-)
+from volunteer_client.executors import ExecutionRequest, ProcessExecutor, ProcessOptions
 from yadml_common.wire import TaskConfig
 
-REPO = str(Path(__file__).resolve().parents[2])
+REPO = str(Path(__file__).resolve().parents[3])
 FAKE = "tests.volunteer_client.fake_trainer"
 
 
 def _executor(**env: str) -> ProcessExecutor:
-    return ProcessExecutor(module=FAKE, pythonpath=[REPO], env=env, kill_grace_s=0.5)
+    return ProcessExecutor(
+        ProcessOptions(kill_grace_s=0.5), module=FAKE, pythonpath=[REPO], env=env
+    )
 
 
 def _request(tmp_path: Path, *, timeout_s: float | None = 20.0) -> ExecutionRequest:
@@ -138,13 +135,10 @@ async def test_missing_interpreter_is_an_executor_error(tmp_path: Path) -> None:
     assert info.value.reason == "executor_error"
 
 
-def test_registry() -> None:
-    executor = get_executor("process", module=FAKE)
-    assert isinstance(executor, ProcessExecutor) and isinstance(executor, Executor)
-    assert executor.module == FAKE
-    assert ProcessExecutor().module == "yadml_trainer.trainer"
-    with pytest.raises(ValueError, match="unknown executor"):
-        get_executor("kubernetes")
+def test_defaults() -> None:
+    executor = ProcessExecutor()
+    assert executor.module == "yadml_trainer.trainer"
+    assert executor.options == ProcessOptions(warm=False, spool_dir=None, kill_grace_s=2.0)
 
 
 def test_environment_sets_thread_variables(tmp_path: Path) -> None:

@@ -14,8 +14,7 @@ import safetensors.torch
 import torch
 
 from volunteer_client.errors import ExecutionFailed
-from volunteer_client.executors import ExecutionRequest, ProcessExecutor
-from volunteer_client.executors.warm_process import args_threads
+from volunteer_client.executors import ExecutionRequest, ProcessExecutor, ProcessOptions
 from yadml_common.wire import SHARD_IMAGES, SHARD_LABELS, TaskConfig
 from yadml_trainer.models import initial_state
 
@@ -47,7 +46,9 @@ def _request(
 
 @pytest.fixture
 async def warm(tmp_path: Path) -> AsyncIterator[ProcessExecutor]:
-    executor = ProcessExecutor(warm=True, spool_dir=tmp_path / "spool", kill_grace_s=0.5)
+    executor = ProcessExecutor(
+        ProcessOptions(warm=True, spool_dir=tmp_path / "spool", kill_grace_s=0.5)
+    )
     try:
         yield executor
     finally:
@@ -72,9 +73,9 @@ async def _wait_for(predicate: object, within: float = 60.0) -> None:
 
 async def test_units_run_in_one_long_lived_process(tmp_path: Path, warm: ProcessExecutor) -> None:
     first = await warm.run(_request(tmp_path, "a"))
-    [pid] = warm.warm_trainers.pids()
+    [pid] = warm.warm_pids()
     second = await warm.run(_request(tmp_path, "b", samples=32))
-    assert warm.warm_trainers.pids() == [pid]
+    assert warm.warm_pids() == [pid]
     for result in (first, second):
         assert result.output_path.is_file()
         assert '"samples"' in result.log_tail  # the trainer's report, from the unit's log
@@ -84,7 +85,7 @@ async def test_units_run_in_one_long_lived_process(tmp_path: Path, warm: Process
     with pytest.raises(ExecutionFailed) as info:
         await warm.run(bad)
     assert info.value.reason == "invalid_input"
-    assert warm.warm_trainers.pids() == [pid]
+    assert warm.warm_pids() == [pid]
     await warm.aclose()
     await _wait_for(lambda: _gone(pid), within=5.0)
     assert not any((tmp_path / "spool").iterdir())
@@ -104,7 +105,7 @@ async def test_a_killed_process_fails_its_unit_and_is_replaced(
     tmp_path: Path, warm: ProcessExecutor
 ) -> None:
     await warm.run(_request(tmp_path, "a"))
-    [pid] = warm.warm_trainers.pids()
+    [pid] = warm.warm_pids()
     slow = _request(tmp_path, "slow", samples=4000, epochs=50)
     task = asyncio.create_task(warm.run(slow))
     assert slow.progress_path is not None
@@ -115,32 +116,32 @@ async def test_a_killed_process_fails_its_unit_and_is_replaced(
         await task
     assert info.value.reason == "crash"
     assert "SIGKILL" in info.value.detail
-    assert warm.warm_trainers.pids() == []
+    assert warm.warm_pids() == []
     result = await warm.run(_request(tmp_path, "after"))
     assert result.output_path.is_file()
-    [new_pid] = warm.warm_trainers.pids()
+    [new_pid] = warm.warm_pids()
     assert new_pid != pid
 
 
 async def test_a_process_dead_while_idle_is_replaced(tmp_path: Path, warm: ProcessExecutor) -> None:
     await warm.run(_request(tmp_path, "a"))
-    [pid] = warm.warm_trainers.pids()
+    [pid] = warm.warm_pids()
     os.kill(pid, signal.SIGKILL)
-    await _wait_for(lambda: warm.warm_trainers.pids() == [], within=5.0)
+    await _wait_for(lambda: warm.warm_pids() == [], within=5.0)
     assert (await warm.run(_request(tmp_path, "b"))).output_path.is_file()
-    assert warm.warm_trainers.pids() not in ([], [pid])
+    assert warm.warm_pids() not in ([], [pid])
 
 
 async def test_time_limit_kills_the_process(tmp_path: Path, warm: ProcessExecutor) -> None:
     await warm.run(_request(tmp_path, "a"))
-    [pid] = warm.warm_trainers.pids()
+    [pid] = warm.warm_pids()
     started = time.monotonic()
     with pytest.raises(ExecutionFailed) as info:
         await warm.run(_request(tmp_path, "slow", samples=4000, epochs=50, timeout_s=1.0))
     assert info.value.reason == "timeout"
     assert time.monotonic() - started < 10
     await _wait_for(lambda: _gone(pid), within=5.0)
-    assert warm.warm_trainers.pids() == []
+    assert warm.warm_pids() == []
     assert (await warm.run(_request(tmp_path, "b"))).output_path.is_file()
 
 
@@ -150,17 +151,18 @@ async def test_cancellation_kills_the_process(tmp_path: Path, warm: ProcessExecu
     assert slow.progress_path is not None
     progress = slow.progress_path
     await _wait_for(lambda: progress.is_file())
-    [pid] = warm.warm_trainers.pids()
+    [pid] = warm.warm_pids()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await _wait_for(lambda: _gone(pid), within=5.0)
-    assert warm.warm_trainers.pids() == []
+    assert warm.warm_pids() == []
 
 
 async def test_a_loop_that_cannot_start_is_a_crash(tmp_path: Path) -> None:
     executor = ProcessExecutor(
-        warm=True, spool_dir=tmp_path / "spool", loop_module="volunteer_client.no_such_loop"
+        ProcessOptions(warm=True, spool_dir=tmp_path / "spool"),
+        loop_module="volunteer_client.no_such_loop",
     )
     with pytest.raises(ExecutionFailed) as info:
         await executor.run(_request(tmp_path, "a"))
@@ -173,14 +175,9 @@ async def test_leftover_spools_are_removed(tmp_path: Path) -> None:
     leftover = tmp_path / "spool" / "w-old"
     leftover.mkdir(parents=True)
     (leftover / "ready").write_text("1\n")
-    executor = ProcessExecutor(warm=True, spool_dir=tmp_path / "spool")
+    executor = ProcessExecutor(ProcessOptions(warm=True, spool_dir=tmp_path / "spool"))
     try:
         await executor.run(_request(tmp_path, "a"))
         assert not leftover.exists()
     finally:
         await executor.aclose()
-
-
-def test_args_threads() -> None:
-    assert args_threads(["--shard", "s", "--threads", "3"]) == 3
-    assert args_threads(["--shard", "s"]) is None
