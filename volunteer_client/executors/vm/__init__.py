@@ -5,15 +5,16 @@
 * :mod:`.base`: the :class:`VmDriver` interface both drivers implement;
 * :mod:`.qemu`: :class:`QemuDriver` (``qemu-system-x86_64``, KVM or TCG);
 * :mod:`.virtualbox`: :class:`VirtualBoxDriver` (``VBoxManage``);
-* :mod:`.image`: finding the image a unit names and checking it against its manifest;
+* :mod:`.disk_image_store`: finding the VM disk image a unit names and checking it against
+  its manifest;
 * :mod:`.disks`: the unit's input and output disks (tar archives on raw disks).
 """
 
 from __future__ import annotations
 
 from .base import VmDriver, VmExit, VmRun, vm_prefix
+from .disk_image_store import VmImage, VmImageStore, default_image_dir
 from .executor import VmExecutor, VmOptions, make_driver, probe_driver
-from .image import VmImage, VmImageStore, default_image_dir
 from .qemu import QemuDriver
 from .virtualbox import VirtualBoxDriver
 

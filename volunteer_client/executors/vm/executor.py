@@ -3,7 +3,7 @@
 For one unit the executor makes a run directory ``<spool>/<prefix><unit>-<random>`` with
 the input disk (a tar of the task, shard, weights and thread count), an empty output disk,
 and the two serial logs; the driver (:mod:`.qemu` or :mod:`.virtualbox`) boots the image's
-file (checked against its manifest, :mod:`.image`) over a per-unit
+file (checked against its manifest, :mod:`.disk_image_store`) over a per-unit
 copy-on-write layer and waits for the guest to power off. The executor then reads the
 output disk (:mod:`.disks`) and maps what happened onto the client's failure reasons with
 :func:`~..base.classify_exit`:
@@ -37,8 +37,8 @@ from ...errors import ExecutionFailed
 from ..base import ExecutionRequest, ExecutionResult, Executor, classify_exit
 from ..trainer_files import read_tail
 from .base import VmDriver, VmRun, parse_status, vm_prefix
+from .disk_image_store import VmImageStore
 from .disks import read_output_disk
-from .image import VmImageStore
 
 __all__ = ["VmExecutor", "VmOptions", "make_driver", "probe_driver"]
 
@@ -56,7 +56,7 @@ class VmOptions:
 
     ``driver``: ``auto``, ``qemu`` or ``virtualbox``; ``client_id``: names this client's VMs
     (:func:`vm_prefix`); ``image_dir``: where the images and manifests are (default
-    :func:`.image.default_image_dir`); ``spool_dir``: where run directories go
+    :func:`.disk_image_store.default_image_dir`); ``spool_dir``: where run directories go
     (default: a temporary directory); ``memory_mb``/``cpus``: the VM's size (``cpus`` None:
     the unit's thread count)."""
 
