@@ -15,7 +15,7 @@ full 10k test set) and waits for it. Scenarios:
 * ``robust``: no attack, the robust configuration (below);
 * ``<attack>_fedavg`` / ``<attack>_robust`` for ``signflip``, ``scale``, ``noise``,
   ``labelflip``, ``alie``: the last 20 % of the volunteers attack every unit
-  (``volunteer_client.attacks``), merged with ``simple_average`` / the robust configuration.
+  (``volunteer_client.testing.attacks``), merged with ``simple_average`` / the robust configuration.
 
 The **robust configuration** is adaptive replication (a host needs 3 consecutive valid
 results to be trusted; trusted hosts get 10 % spot checks) + screening (updates with a
@@ -121,8 +121,10 @@ class Cluster:
         )
 
     def client_cmd(self, i: int, *args: str) -> list[str]:
+        # the client's testing entry point: yadml-client plus --faults/--attack/--fault-seed
         state = self.root / "clients" / str(i)
-        return [sys.executable, "-m", "volunteer_client", "--state-dir", str(state), *args]
+        cmd = [sys.executable, "-m", "volunteer_client.testing", "--state-dir", str(state)]
+        return [*cmd, *args]
 
     def start_clients(self, n: int, faults: str, attackers: set[int], attack: str) -> None:
         attach = [

@@ -15,6 +15,8 @@
 
 Exit status: 0 ok, 1 error (message on stderr), 2 bad usage. Which executor serves each
 runtime, and how these options configure it, is :mod:`volunteer_client.executor_table`.
+Testing entry points reuse :func:`build_parser` and :func:`main` with extra ``run`` options
+and a wrapper around the executor (:mod:`volunteer_client.testing`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import platform
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -39,12 +41,17 @@ from .api import ServerAPI
 from .daemon import Daemon
 from .errors import ExecutionFailed, YadmlClientError
 from .executor_table import EXECUTORS, build_executor
-from .faults import AttackSpec, FaultyExecutor, parse_attack, parse_faults
+from .executors import Executor
 from .state import Attachment, StateDir, default_state_dir
 
-__all__ = ["build_parser", "detect_host", "main"]
+__all__ = ["ExecutorWrapper", "RunArguments", "build_parser", "detect_host", "main"]
 
 log = logging.getLogger("volunteer_client")
+
+#: Adds options to the ``run`` command (a testing entry point's).
+RunArguments = Callable[[argparse.ArgumentParser], None]
+#: Wraps the executor ``run`` built, given the parsed arguments (a testing entry point's).
+ExecutorWrapper = Callable[[Executor, argparse.Namespace], Executor]
 
 
 def _runtimes(value: str) -> list[Runtime]:
@@ -71,23 +78,12 @@ def _positive_float(value: str) -> float:
     return number
 
 
-def _faults(value: str) -> dict[str, float]:
-    try:
-        return parse_faults(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _attack(value: str) -> AttackSpec | None:
-    try:
-        return parse_attack(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(
+    *, prog: str = "yadml-client", run_arguments: RunArguments | None = None
+) -> argparse.ArgumentParser:
+    """The command line; ``run_arguments`` adds options to ``run``."""
     parser = argparse.ArgumentParser(
-        prog="yadml-client", description="YADML volunteer client: train work units for a server."
+        prog=prog, description="YADML volunteer client: train work units for a server."
     )
     parser.add_argument(
         "--state-dir",
@@ -152,21 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the VM images and their manifest are (default: $YADML_VM_IMAGE_DIR or "
         "the checkout's build/vm, made by `make vm-image`)",
     )
-    run.add_argument(
-        "--faults",
-        type=_faults,
-        default={},
-        help="TESTING ONLY: inject faults per unit, e.g. crash:0.3,late:0.1,vanish:0.05,"
-        "garbage:0.05 (see volunteer_client/faults.py)",
-    )
-    run.add_argument(
-        "--attack",
-        type=_attack,
-        default=None,
-        help="TESTING ONLY: act as an attacker on every unit: signflip|noise|scale|labelflip|"
-        "alie[:PARAM] (see volunteer_client/attacks.py)",
-    )
-    run.add_argument("--fault-seed", type=int, default=None, help="seed of the fault draws")
+    if run_arguments is not None:
+        run_arguments(run)
 
     sub.add_parser("status", help="show the attachment, the cache and units in flight")
     sub.add_parser("detach", help="forget the server, its token and units in flight")
@@ -277,7 +260,9 @@ def _usable_runtimes(runtimes: list[Runtime]) -> list[Runtime]:
     return kept
 
 
-async def _run(state: StateDir, args: argparse.Namespace) -> int:
+async def _run(
+    state: StateDir, args: argparse.Namespace, wrap_executor: ExecutorWrapper | None = None
+) -> int:
     with state.lock():
         attachment = state.require_attachment()
         if not attachment.project_keys:
@@ -287,11 +272,8 @@ async def _run(state: StateDir, args: argparse.Namespace) -> int:
             )
         verifier = WorkVerifier.from_b64(attachment.project_keys)
         executor = build_executor(args.executor, state.root, args)
-        if args.faults or args.attack is not None:
-            log.warning("fault injection on: faults %s, attack %s", args.faults, args.attack)
-            executor = FaultyExecutor(
-                executor, faults=args.faults, attack=args.attack, seed=args.fault_seed
-            )
+        if wrap_executor is not None:
+            executor = wrap_executor(executor, args)
         await executor.prepare()
         if executor.runtime not in attachment.runtimes:
             log.warning(
@@ -375,8 +357,15 @@ def _detach(state: StateDir) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    parser: argparse.ArgumentParser | None = None,
+    wrap_executor: ExecutorWrapper | None = None,
+) -> int:
+    """Run the command line (``parser``: :func:`build_parser`'s by default;
+    ``wrap_executor``: wraps the executor of ``run``)."""
+    args = (parser or build_parser()).parse_args(argv)
     logging.basicConfig(
         level=getattr(args, "log_level", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -388,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _attach(state, args.url, args.name, args.runtimes, args.fingerprint, args.ca_cert)
             )
         if args.command == "run":
-            return asyncio.run(_run(state, args))
+            return asyncio.run(_run(state, args, wrap_executor))
         if args.command == "status":
             return _status(state)
         return _detach(state)

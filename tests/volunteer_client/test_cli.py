@@ -48,3 +48,15 @@ def test_bad_usage_and_host_detection() -> None:
     assert info.value.code == 2
     host = detect_host("n", ["process", "docker"])
     assert host.cpus >= 1 and host.memory_mb >= 64 and host.runtimes == ["process", "docker"]
+
+
+def test_run_has_no_fault_or_attack_switches(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    help_text = capsys.readouterr().out.lower()
+    assert "--executor" in help_text
+    assert "--fault" not in help_text and "attack" not in help_text
+    assert "testing only" not in help_text and "inject" not in help_text
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--faults", "crash:0.3"])
+    assert info.value.code == 2

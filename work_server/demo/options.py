@@ -68,7 +68,8 @@ class DemoOptions:
     reuse_state: bool = False
     #: docker units name this image (``sha256:<id>``); None: each client's default image
     worker_image: str | None = None
-    #: fault injection for every client (``volunteer_client.faults``), e.g. "crash:0.3,late:0.1"
+    #: fault injection for every client (``volunteer_client.testing.faults``), e.g.
+    #: "crash:0.3,late:0.1"
     faults: str = ""
     #: "NAME[:FRACTION]": that fraction of the volunteers (default 0.2) attack on every unit
     attack: str = ""

@@ -69,8 +69,12 @@ def client_attach_command(opts: DemoOptions, index: int, url: str) -> list[str]:
 
 
 def client_run_command(opts: DemoOptions, index: int) -> list[str]:
+    name, attackers = attack_plan(opts)
+    # fault injection and attackers: testing and demos only, through the client's testing
+    # entry point (the volunteer's yadml-client has no such switches)
+    injecting = bool(opts.faults.strip()) or index in attackers
     cmd = [
-        sys.executable, "-m", "volunteer_client",
+        sys.executable, "-m", "volunteer_client.testing" if injecting else "volunteer_client",
         "--state-dir", str(client_state_dir(opts, index)),
         "run",
         "--executor", opts.executor,
@@ -78,10 +82,8 @@ def client_run_command(opts: DemoOptions, index: int) -> list[str]:
     ]  # fmt: skip
     if opts.cold:
         cmd.append("--cold")
-    # fault injection and attackers: testing and demos only
     if opts.faults.strip():
         cmd += ["--faults", opts.faults, "--fault-seed", str(opts.seed * 1000 + index)]
-    name, attackers = attack_plan(opts)
     if index in attackers:
         cmd += ["--attack", name]
     return cmd

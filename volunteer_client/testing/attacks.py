@@ -1,7 +1,7 @@
 """Model-poisoning attacks, for testing and demos only: pure tensor functions.
 
-A malicious volunteer (``yadml-client run --attack NAME[:PARAM]``, see
-:mod:`volunteer_client.faults`) trains honestly and then transforms what it uploads, or
+A malicious volunteer (``python -m volunteer_client.testing run --attack NAME[:PARAM]``,
+see :mod:`.faults`) trains honestly and then transforms what it uploads, or
 trains on corrupted labels. With ``w0`` the unit's input weights, ``w`` the honestly trained
 ones and ``d = w - w0`` the update (floating-point tensors only; integer buffers pass
 through unchanged):

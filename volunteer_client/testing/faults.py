@@ -1,10 +1,11 @@
 """Fault and attack injection, for testing and demos: an :class:`Executor` wrapper.
 
-``yadml-client run --faults crash:0.3,late:0.1 --attack signflip[:PARAM] [--fault-seed N]``
-wraps the real executor in :class:`FaultyExecutor`. The server never asks for any of this:
-it is a volunteer-side option, like a real volunteer's broken hardware or bad intent, and the
-trainer itself (``volunteer_client/trainer.py``) contains no fault or attack code: attacks
-change the trainer's input shard (label flipping) or its output file.
+``python -m volunteer_client.testing run --faults crash:0.3,late:0.1 --attack
+signflip[:PARAM] [--fault-seed N]`` (:mod:`.cli`) wraps the real executor in
+:class:`FaultyExecutor`; the volunteer's ``yadml-client run`` has no such switch. The server
+never asks for any of this: it plays a volunteer's broken hardware or bad intent, and the
+trainer itself (:mod:`yadml_trainer`) contains no fault or attack code: attacks change the
+trainer's input shard (label flipping) or its output file.
 
 **Faults**, drawn independently for every unit (at most one per unit; the probabilities must
 add up to at most 1):
@@ -23,7 +24,7 @@ add up to at most 1):
   hardware that still produces files).
 
 **Attacks** (``--attack``), applied to *every* unit of an attacking client: see
-:mod:`volunteer_client.attacks` (``signflip``, ``noise``, ``scale``, ``labelflip``,
+:mod:`.attacks` (``signflip``, ``noise``, ``scale``, ``labelflip``,
 ``alie``). ``labelflip`` trains on a copy of the shard with flipped labels; the others
 rewrite the trained output (keeping its training report).
 """
@@ -38,8 +39,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import ExecutionFailed
-from .executors.base import ExecutionRequest, ExecutionResult, Executor
+from ..errors import ExecutionFailed
+from ..executors.base import ExecutionRequest, ExecutionResult, Executor
 
 __all__ = [
     "FAULTS",

@@ -13,7 +13,7 @@ import safetensors.torch
 import torch
 
 from volunteer_client.executors.base import ExecutionRequest, ExecutionResult, Executor
-from volunteer_client.faults import AttackSpec, FaultyExecutor
+from volunteer_client.testing.faults import AttackSpec, FaultyExecutor
 from yadml_common.encoding import SCALE_SUFFIX, decode_update
 from yadml_common.wire import TaskConfig
 from yadml_trainer.trainer import encode_output

@@ -11,10 +11,10 @@ import safetensors
 import safetensors.torch
 import torch
 
-from volunteer_client.attacks import apply_update_attack, flip_labels, garbage_like
 from volunteer_client.errors import ExecutionFailed
 from volunteer_client.executors.base import ExecutionRequest, ExecutionResult, Executor
-from volunteer_client.faults import (
+from volunteer_client.testing.attacks import apply_update_attack, flip_labels, garbage_like
+from volunteer_client.testing.faults import (
     FLIPPED_SHARD,
     AttackSpec,
     FaultyExecutor,
