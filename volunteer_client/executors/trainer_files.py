@@ -26,6 +26,7 @@ __all__ = [
     "TASK_NAME",
     "THREAD_VARS",
     "TailBuffer",
+    "copy_progress",
     "read_small",
     "read_tail",
     "relay_progress",
@@ -83,13 +84,22 @@ def tail_text(data: bytes | str, limit: int = LOG_TAIL_BYTES) -> str:
 
 
 def read_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
-    """The last ``limit`` bytes of the file at ``path`` ("" when it cannot be read)."""
+    """The last ``limit`` bytes of the regular file at ``path``, never following a link (a
+    container writes its log where it could plant one to a file of the client's); "" when
+    it cannot be read."""
     try:
-        with path.open("rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - limit))
-            return f.read().decode("utf-8", "replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        os.lseek(fd, max(0, os.fstat(fd).st_size - limit), os.SEEK_SET)
+        return os.read(fd, limit).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 class TailBuffer:

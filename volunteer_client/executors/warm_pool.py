@@ -235,13 +235,18 @@ class WarmPool(Generic[Handle]):
     # ------------------------------------------------------------------ one unit
 
     def _stage(self, worker: _Worker[Handle], request: ExecutionRequest, unit_name: str) -> None:
+        # Built outside the spool, moved in whole: the loop must never see a half-made unit
+        # (or, for a container, files whose owner and permissions are not set yet).
         staging = worker.spool.parent / f".staging-{worker.spool.name}-{unit_name}"
-        self.launcher.make_dir(staging)
-        seen_as = f"{self.launcher.seen_as(worker.spool)}/{unit_name}"
-        args = self.launcher.stage(request, staging, seen_as)
-        (staging / REQUEST).write_text(json.dumps(args), encoding="utf-8")
-        self.launcher.hand_over(staging)
-        _move_dir(staging, worker.spool / unit_name)
+        try:
+            self.launcher.make_dir(staging)
+            seen_as = f"{self.launcher.seen_as(worker.spool)}/{unit_name}"
+            args = self.launcher.stage(request, staging, seen_as)
+            (staging / REQUEST).write_text(json.dumps(args), encoding="utf-8")
+            self.launcher.hand_over(staging)
+            _move_dir(staging, worker.spool / unit_name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     async def _wait_with_progress(
         self,

@@ -101,6 +101,8 @@ class FakeLauncher(WorkerLauncher[FakeWorker]):
         assert unit_dir.name.startswith(".staging-")  # never built inside the spool
         (unit_dir / "staged").write_text(seen_as)
         behave = request.task.model  # the tests smuggle the behaviour in the model name
+        if behave == "unstageable":
+            raise OSError("disk full")
         return ["--output", str(request.output_path), "--behave", behave]
 
     def collect(self, request: ExecutionRequest, unit_dir: Path) -> bool:
@@ -253,3 +255,12 @@ async def test_leftover_spools_are_removed_on_first_use(
     await pool.run(_request(tmp_path, "a", "0"), SPEC)
     assert not leftover.exists()
     await pool.aclose()
+
+
+async def test_a_unit_that_cannot_be_staged_leaves_nothing(
+    tmp_path: Path, pool: WarmPool[FakeWorker], launcher: FakeLauncher
+) -> None:
+    with pytest.raises(OSError, match="disk full"):
+        await pool.run(_request(tmp_path, "a", "unstageable"), SPEC)
+    assert pool.handles() == [] and launcher.stopped == launcher.started
+    assert list((tmp_path / "spool").iterdir()) == []
