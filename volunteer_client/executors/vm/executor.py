@@ -256,6 +256,9 @@ class VmExecutor(Executor):
             exits = [s.values[0] for s in status if s.event == "EXIT" and s.values]
             code = int(exits[-1]) if exits and exits[-1].isdigit() else None
         problems = "; ".join([*fails, *outputs.problems])
+        if code is None:
+            ended = "the VM stopped without an exit status"
+            problems = f"{ended} ({problems})" if problems else ended
         failure = classify_exit(
             code,
             log_tail=console,
