@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
+from bench import common
 from bench.scalesim.engine import Engine
 from bench.scalesim.server import SimServer
 from work_server.daemons.roster import DAEMON_NAMES, ROSTER
@@ -189,10 +187,11 @@ def _h(s: float) -> str:
 
 
 def print_tables(scenarios: list[dict[str, Any]]) -> None:
-    console = Console()
-    t = Table(title="Scale model: the same job (quorum 2) per host count; times simulated")
-    for c in ("hosts", "poll every", "job", "rounds", "ok/err/late", "server busy", "units/day"):
-        t.add_column(c, justify="right")
+    console = common.console()
+    t = common.table(
+        "Scale model: the same job (quorum 2) per host count; times simulated",
+        ["hosts", "poll every", "job", "rounds", "ok/err/late", "server busy", "units/day"],
+    )
     for s in scenarios:
         o = s["results"]["outcomes"]
         t.add_row(
@@ -207,10 +206,9 @@ def print_tables(scenarios: list[dict[str, Any]]) -> None:
     console.print(t)
     hosts = [f"{s['hosts']:,}" for s in scenarios]
 
-    t = Table(title="Server CPU per call, ms (median; daemons per pass)")
-    t.add_column("call")
-    for h in hosts:
-        t.add_column(h, justify="right")
+    t = common.table(
+        "Server CPU per call, ms (median; daemons per pass)", ["call", *hosts], left={"call"}
+    )
     for label, key in (
         ("empty transaction", "empty_transaction"),
         ("bare claim UPDATE", "bare_claim_update"),
@@ -223,17 +221,19 @@ def print_tables(scenarios: list[dict[str, Any]]) -> None:
     t.add_row("claim / bare UPDATE", *(_ratio(s) for s in scenarios))
     console.print(t)
 
-    t = Table(title="Share of server CPU by component (idle polls and heartbeats included)")
-    t.add_column("component")
-    for h in hosts:
-        t.add_column(h, justify="right")
+    t = common.table(
+        "Share of server CPU by component (idle polls and heartbeats included)",
+        ["component", *hosts],
+        left={"component"},
+    )
     for n in scenarios[0]["components_share"] if scenarios else []:
         t.add_row(n, *(f"{100 * s['components_share'][n]:.1f}%" for s in scenarios))
     console.print(t)
-    t = Table(title="Share of the scheduling work (without idle polls and heartbeats)")
-    t.add_column("component")
-    for h in hosts:
-        t.add_column(h, justify="right")
+    t = common.table(
+        "Share of the scheduling work (without idle polls and heartbeats)",
+        ["component", *hosts],
+        left={"component"},
+    )
     for n in scenarios[0]["work_share"] if scenarios else []:
         t.add_row(n, *(f"{100 * s['work_share'].get(n, 0.0):.1f}%" for s in scenarios))
     console.print(t)
