@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from yadml_common.fsutil import atomic_write
 from yadml_trainer import trainer
 from yadml_trainer.exit_status import EXIT_ERROR, EXIT_INVALID_INPUT
 from yadml_trainer.spool import EXIT, LOG, READY, REQUEST, STOP
@@ -34,12 +35,6 @@ from yadml_trainer.spool import EXIT, LOG, READY, REQUEST, STOP
 __all__ = ["POLL_INTERVAL_S", "main", "run_request", "serve"]
 
 POLL_INTERVAL_S = 0.02
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def run_request(unit_dir: Path) -> int:
@@ -64,7 +59,7 @@ def run_request(unit_dir: Path) -> int:
             except Exception as exc:  # the loop must survive a unit
                 print(f"trainer loop: {type(exc).__name__}: {exc}", file=sys.stderr)
                 code = EXIT_ERROR
-    _write_atomic(unit_dir / EXIT, f"{code}\n")
+    atomic_write(unit_dir / EXIT, f"{code}\n", mode=0o644, fsync=False)
     gc.collect()  # after the host was told: it is not part of the unit's time
     return code
 
@@ -72,7 +67,7 @@ def run_request(unit_dir: Path) -> int:
 def serve(spool: Path, *, poll_interval_s: float = POLL_INTERVAL_S) -> None:
     """Take requests from ``spool`` until ``spool/stop`` appears."""
     done: set[str] = set()
-    _write_atomic(spool / READY, f"{os.getpid()}\n")
+    atomic_write(spool / READY, f"{os.getpid()}\n", mode=0o644, fsync=False)
     while not (spool / STOP).exists():
         pending = sorted(
             entry.name

@@ -35,11 +35,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -47,6 +45,7 @@ import safetensors.torch
 import torch
 
 from yadml_common.encoding import encode_update
+from yadml_common.fsutil import atomic_output, atomic_write
 from yadml_common.wire import REPORT_METADATA_KEY, TaskConfig, TrainReport, UpdateEncoding
 from yadml_trainer.exit_status import EXIT_ERROR, EXIT_INVALID_INPUT, EXIT_OK, InvalidInput
 from yadml_trainer.inputs import build, load_shard, load_task, load_weights, num_outputs
@@ -58,24 +57,6 @@ __all__ = ["PROGRESS_INTERVAL_S", "encode_output", "main", "train"]
 PROGRESS_INTERVAL_S = 0.5
 
 
-def _atomic_replace(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_text(path: Path, text: str) -> None:
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(text, encoding="utf-8")
-
-    _atomic_replace(path, write)
-
-
 class _ProgressFile:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -85,7 +66,8 @@ class _ProgressFile:
         now = time.monotonic()
         if force or now - self.last >= PROGRESS_INTERVAL_S:
             self.last = now
-            _write_text(self.path, f"{min(max(fraction, 0.0), 1.0):.4f}\n")
+            # Rewritten twice a second and worthless after a crash: no fsync.
+            atomic_write(self.path, f"{min(max(fraction, 0.0), 1.0):.4f}\n", fsync=False)
 
 
 def encode_output(
@@ -129,9 +111,8 @@ def train(
     report = report.model_copy(update={"elapsed_s": time.perf_counter() - started})
     metadata = {REPORT_METADATA_KEY: report.model_dump_json()}
     output = encode_output(state, weights, task.update_encoding)
-    _atomic_replace(
-        output_path, lambda tmp: safetensors.torch.save_file(output, tmp, metadata=metadata)
-    )
+    with atomic_output(output_path, fsync=False) as tmp:
+        safetensors.torch.save_file(output, str(tmp), metadata=metadata)
     if progress is not None:
         progress(1.0, force=True)
     return report
