@@ -227,7 +227,11 @@ def test_main_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_main_other_error_exit_1(
     inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(_argv(inputs, tmp_path / "no_such_dir" / "out.safetensors")) == 1
+    # The output path is a directory: the final rename fails after training (the output's
+    # parent folder is created when missing, so a missing folder is no longer an error).
+    blocked = tmp_path / "out.safetensors"
+    blocked.mkdir()
+    assert main(_argv(inputs, blocked)) == 1
     err = capsys.readouterr().err
     assert err.startswith("trainer: error:") and len(err.strip().splitlines()) == 1
 
