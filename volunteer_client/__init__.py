@@ -4,9 +4,9 @@ Public surface: :class:`ServerAPI` (the HTTP API), :class:`StateDir` (local stat
 :class:`Daemon` (the work loop), the executors and the exception hierarchy of
 :mod:`volunteer_client.errors`. The command line is ``yadml-client`` (:mod:`.cli`).
 
-The names are imported lazily: ``python -m volunteer_client.trainer`` imports this
-package inside executors (and container images) that need not have the daemon's
-dependencies (httpx), so importing the package itself must stay free of them.
+The names are imported lazily, so that importing one submodule (``yadml-client --help``,
+the executor table, a test of one module) does not pull in every dependency: a volunteer
+who runs only Docker units has no torch, and the Docker SDK is needed by one executor.
 """
 
 from __future__ import annotations
