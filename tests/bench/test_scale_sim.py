@@ -38,7 +38,8 @@ def assert_consistent(s: dict[str, Any], *, shards: int) -> None:
     # ...and the CPU accounted for by component is the server's total
     shares = s["components_share"]
     assert abs(sum(shares.values()) - 1.0) < 1e-9
-    assert s["job_s"] > 0 and s["sim_s"] >= s["job_s"]
+    assert s["job_s"] > 0
+    assert s["sim_s"] >= s["job_s"]
     json.dumps(s)  # what bench.scale_sim writes: plain JSON types only
 
 
@@ -75,5 +76,9 @@ def test_indexed_set() -> None:
     s.add(7)
     s.discard(5)
     s.discard(42)
-    assert len(s) == 2 and 7 in s and 9 in s and 5 not in s
-    assert sorted(s.items) == [7, 9] and all(s.items[i] == x for x, i in s.pos.items())
+    assert len(s) == 2
+    assert 7 in s
+    assert 9 in s
+    assert 5 not in s
+    assert sorted(s.items) == [7, 9]
+    assert all(s.items[i] == x for x, i in s.pos.items())

@@ -104,7 +104,8 @@ def test_full_job_on_digits(tmp_path: Path) -> None:
             assert 0.0 <= final[key] <= 1.0
         report_dir = tmp_path / "runs" / str(job_id)
         report = json.loads((report_dir / "report.json").read_text())
-        assert len(report["rounds"]) == 3 and len(report["confusion_matrix"]) == 10
+        assert len(report["rounds"]) == 3
+        assert len(report["confusion_matrix"]) == 10
         assert (report_dir / "accuracy.png").stat().st_size > 1000
         assert (report_dir / "confusion.png").stat().st_size > 1000
         model = server.api("GET", f"/api/v1/jobs/{job_id}/model")
@@ -155,7 +156,8 @@ def test_client_killed_mid_unit_is_reissued(tmp_path: Path) -> None:
                     "SELECT * FROM result WHERE workunit_id=? AND outcome='success'",
                     (row["workunit_id"],),
                 ).fetchall()
-                assert redo and all(r["host_id"] != victim_id for r in redo)
+                assert redo
+                assert all(r["host_id"] != victim_id for r in redo)
         finally:
             con.close()
         _check_accounting(server, job_id)

@@ -37,7 +37,8 @@ async def test_http_errors_map_to_the_hierarchy(fake_server: FakeWorkServer) -> 
     async with ServerAPI(base_url=fake_server.url, token="wrong") as bad:
         with pytest.raises(Unauthorized) as info:
             await bad.request_work()
-    assert info.value.status == 401 and info.value.error == "unauthorized"
+    assert info.value.status == 401
+    assert info.value.error == "unauthorized"
 
     async with ServerAPI(base_url=fake_server.url, token="secret-token") as api:
         fake_server.work_script = [
@@ -102,7 +103,8 @@ async def test_download_verifies_sha256(
     fake_server.blob_corruption.add(bad)
     with pytest.raises(IntegrityError) as info:
         await api.download_blob(f"{fake_server.url}/api/v1/blobs/{bad}", tmp_path / "c" / bad, bad)
-    assert info.value.expected == bad and info.value.actual != bad
+    assert info.value.expected == bad
+    assert info.value.actual != bad
     assert list((tmp_path / "c").iterdir()) == []  # no partial or temporary file left
 
     with pytest.raises(IntegrityError):
@@ -125,7 +127,8 @@ async def test_upload_failure_heartbeat(fake_server: FakeWorkServer, api: Server
     fake_server.upload_script = [(422, "invalid_tensors", {}), (413, "too_large", {})]
     with pytest.raises(PayloadRejected) as invalid:
         await api.upload_result(5, b"bad")
-    assert invalid.value.status == 422 and invalid.value.error == "invalid_tensors"
+    assert invalid.value.status == 422
+    assert invalid.value.error == "invalid_tensors"
     with pytest.raises(PayloadRejected) as too_large:
         await api.upload_result(5, b"big")
     assert too_large.value.status == 413

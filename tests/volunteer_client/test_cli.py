@@ -35,7 +35,9 @@ async def test_attach_status_run_once_detach(
 
     assert await asyncio.to_thread(cli, "status") == 0
     out = capsys.readouterr().out
-    assert fake_server.url in out and "host:      1 (pc-1)" in out and "secret" not in out
+    assert fake_server.url in out
+    assert "host:      1 (pc-1)" in out
+    assert "secret" not in out
 
     assert await asyncio.to_thread(cli, "detach") == 0
     assert state.load_attachment() is None
@@ -47,7 +49,9 @@ def test_bad_usage_and_host_detection() -> None:
         main(["attach", "http://x", "--runtimes", "kubernetes"])
     assert info.value.code == 2
     host = detect_host("n", ["process", "docker"])
-    assert host.cpus >= 1 and host.memory_mb >= 64 and host.runtimes == ["process", "docker"]
+    assert host.cpus >= 1
+    assert host.memory_mb >= 64
+    assert host.runtimes == ["process", "docker"]
 
 
 def test_run_has_no_fault_or_attack_switches(capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,8 +59,10 @@ def test_run_has_no_fault_or_attack_switches(capsys: pytest.CaptureFixture[str])
         main(["run", "--help"])
     help_text = capsys.readouterr().out.lower()
     assert "--executor" in help_text
-    assert "--fault" not in help_text and "attack" not in help_text
-    assert "testing only" not in help_text and "inject" not in help_text
+    assert "--fault" not in help_text
+    assert "attack" not in help_text
+    assert "testing only" not in help_text
+    assert "inject" not in help_text
     with pytest.raises(SystemExit) as info:
         main(["run", "--faults", "crash:0.3"])
     assert info.value.code == 2

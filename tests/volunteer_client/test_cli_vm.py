@@ -23,7 +23,8 @@ def test_vm_is_not_advertised_without_a_hypervisor(
     with pytest.raises(ExecutionFailed) as info:
         _usable_runtimes(["vm"])
     assert info.value.reason == "executor_error"
-    assert "qemu" in info.value.detail and "virtualbox" in info.value.detail
+    assert "qemu" in info.value.detail
+    assert "virtualbox" in info.value.detail
     assert _usable_runtimes(["process", "docker"]) == ["process", "docker"]
 
 
@@ -51,4 +52,5 @@ async def test_run_stops_when_the_vm_driver_is_not_usable(tmp_path: Path) -> Non
     executor = VmExecutor(VmOptions(spool_dir=tmp_path / "spool"), driver=driver)
     with pytest.raises(ExecutionFailed) as info:
         await executor.prepare()
-    assert info.value.reason == "executor_error" and "qemu" in info.value.detail
+    assert info.value.reason == "executor_error"
+    assert "qemu" in info.value.detail

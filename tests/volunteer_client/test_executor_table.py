@@ -38,7 +38,8 @@ def test_process_executor_is_warm_unless_cold(tmp_path: Path) -> None:
     assert isinstance(executor, ProcessExecutor)
     assert executor.options == ProcessOptions(warm=True, spool_dir=tmp_path / "warm")
     executor = build_executor("process", tmp_path, _args("--cold"))
-    assert isinstance(executor, ProcessExecutor) and not executor.options.warm
+    assert isinstance(executor, ProcessExecutor)
+    assert not executor.options.warm
 
 
 def test_docker_options_come_from_the_volunteers_limits(tmp_path: Path) -> None:
@@ -59,16 +60,20 @@ def test_docker_options_come_from_the_volunteers_limits(tmp_path: Path) -> None:
         spool_dir=tmp_path / "docker",
     )
     hardening = executor.engine.hardening(threads=2)
-    assert hardening["network_mode"] == "none" and hardening["read_only"] is True
-    assert hardening["cap_drop"] == ["ALL"] and hardening["runtime"] == "runsc"
+    assert hardening["network_mode"] == "none"
+    assert hardening["read_only"] is True
+    assert hardening["cap_drop"] == ["ALL"]
+    assert hardening["runtime"] == "runsc"
     assert hardening["mem_limit"] == hardening["memswap_limit"] == "512m"
-    assert hardening["nano_cpus"] == 1_500_000_000 and hardening["pids_limit"] == 64
+    assert hardening["nano_cpus"] == 1_500_000_000
+    assert hardening["pids_limit"] == 64
     assert hardening["environment"]["OMP_NUM_THREADS"] == "2"
 
 
 def test_vm_cpus_are_whole(tmp_path: Path) -> None:
     executor = build_executor("vm", tmp_path, _args("--executor", "vm", "--cpus", "0.4"))
-    assert isinstance(executor, VmExecutor) and executor.cpus == 1
+    assert isinstance(executor, VmExecutor)
+    assert executor.cpus == 1
 
 
 def test_client_id_is_stable_per_state_dir(tmp_path: Path) -> None:

@@ -86,7 +86,8 @@ async def test_signed_unit_runs(
     unit = fake_server.add_unit(1)
     executor = FakeExecutor()
     assert await _daemon(api, state, executor, _verifier(fake_server)).run_once() == 1
-    assert len(executor.requests) == 1 and 1 in fake_server.uploads
+    assert len(executor.requests) == 1
+    assert 1 in fake_server.uploads
     assert unit.signature is not None
 
 
@@ -160,7 +161,8 @@ async def test_rotated_key_endorsed_by_the_pinned_key_is_learned(
     )
     fake_server.add_unit(2)
     assert await _daemon(api, state, executor, verifier).run_once() == 1
-    assert len(executor.requests) == 1 and fake_server.failures[2].reason == "invalid_input"
+    assert len(executor.requests) == 1
+    assert fake_server.failures[2].reason == "invalid_input"
 
 
 async def test_attach_pins_the_key_and_checks_the_fingerprint(
@@ -176,7 +178,8 @@ async def test_attach_pins_the_key_and_checks_the_fingerprint(
         == 1
     )
     assert "refusing to attach" in capsys.readouterr().err
-    assert StateDir(bad_dir).load_attachment() is None and fake_server.registered == []
+    assert StateDir(bad_dir).load_attachment() is None
+    assert fake_server.registered == []
 
     good_dir = tmp_path / "good"
     args = ("attach", fake_server.url, "--fingerprint", fake_server.fingerprint)
@@ -188,7 +191,8 @@ async def test_attach_pins_the_key_and_checks_the_fingerprint(
     tofu_dir = tmp_path / "tofu"
     assert await asyncio.to_thread(cli, tofu_dir, "attach", fake_server.url) == 0
     out = capsys.readouterr().out
-    assert fake_server.fingerprint in out and "pinned on first use" in out
+    assert fake_server.fingerprint in out
+    assert "pinned on first use" in out
 
     # an attachment without a pinned key (older client) refuses to run unsigned work
     old_dir = tmp_path / "old"

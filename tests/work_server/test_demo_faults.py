@@ -13,9 +13,11 @@ def test_attack_fraction_picks_the_last_volunteers() -> None:
     opts = demo.parse_args(["--volunteers", "10", "--attack", "signflip:0.2"])
     assert demo.attack_plan(opts) == ("signflip", [9, 10])
     attacker, honest = demo.client_run_command(opts, 10), demo.client_run_command(opts, 1)
-    assert "--attack" in attacker and "--attack" not in honest
+    assert "--attack" in attacker
+    assert "--attack" not in honest
     # the switches exist only on the client's testing entry point
-    assert attacker[2] == "volunteer_client.testing" and honest[2] == "volunteer_client"
+    assert attacker[2] == "volunteer_client.testing"
+    assert honest[2] == "volunteer_client"
     assert demo.attack_plan(demo.parse_args(["--attack", "noise"])) == ("noise", [4])  # 0.2 x 4
     assert demo.attack_plan(demo.parse_args([])) == ("", [])
 
@@ -27,7 +29,8 @@ def test_faults_go_to_every_client_and_shorten_the_deadline() -> None:
     assert cmd[:3] == [sys.executable, "-m", "volunteer_client.testing"]
     assert demo.build_job_spec(opts).replication.delay_bound_s == 60.0
     spec = demo.build_job_spec(demo.parse_args(["--adaptive", "--screen-norm-ratio", "3"]))
-    assert spec.replication.adaptive and spec.merge.screen_norm_ratio == 3.0
+    assert spec.replication.adaptive
+    assert spec.merge.screen_norm_ratio == 3.0
 
 
 def test_bad_attack_fraction_is_refused() -> None:

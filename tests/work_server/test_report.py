@@ -27,7 +27,8 @@ def _report(rounds: int = 3) -> dict[str, object]:
 def _check_files(run_dir: Path) -> None:
     for name in ("accuracy.png", "confusion.png"):
         data = (run_dir / name).read_bytes()
-        assert data.startswith(PNG_MAGIC) and len(data) > 1000
+        assert data.startswith(PNG_MAGIC)
+        assert len(data) > 1000
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
 
 

@@ -26,9 +26,13 @@ def test_trusted_hosts_only_on_spot_checks() -> None:
     assert not needs(0.1)
     assert not needs(0.9)
     d = trust.decide_claim(consecutive_valid=10, threshold=10, spot_check_rate=0.1, draw=0.05)
-    assert d.replicate and d.trusted and d.spot_check
+    assert d.replicate
+    assert d.trusted
+    assert d.spot_check
     d = trust.decide_claim(consecutive_valid=0, threshold=10, spot_check_rate=0.1, draw=0.9)
-    assert d.replicate and not d.trusted and not d.spot_check
+    assert d.replicate
+    assert not d.trusted
+    assert not d.spot_check
 
 
 @given(
@@ -56,7 +60,8 @@ def test_adaptive_quorum_is_at_least_two() -> None:
 def test_quota_halves_and_doubles_within_bounds(quota: int, maximum: int) -> None:
     quota = min(quota, maximum)
     down = trust.quota_after_invalid(quota)
-    assert 1 <= down <= quota and (down == quota // 2 or down == 1)
+    assert 1 <= down <= quota
+    assert down == quota // 2 or down == 1
     up = trust.quota_after_valid(down, maximum)
     assert down <= up <= maximum
 
@@ -72,7 +77,8 @@ def test_quota_sequence_like_boinc() -> None:
     while q < maximum:
         q = trust.quota_after_valid(q, maximum)
         steps += 1
-    assert q == maximum and steps == 7  # 1, 2, 4, ..., 64, then capped at 100
+    assert q == maximum
+    assert steps == 7
 
 
 def test_quota_left_restarts_each_day() -> None:

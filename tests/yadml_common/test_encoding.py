@@ -137,4 +137,5 @@ def test_non_float_tensors_pass_through() -> None:
         enc = encode_update(new, base, encoding)
         assert enc["steps"].dtype == np.int64
         dec = decode_update(enc, base, encoding)
-        assert dec["steps"].tolist() == [8] and np.allclose(dec["w"], 1.5, atol=0.01)
+        assert dec["steps"].tolist() == [8]
+        assert np.allclose(dec["w"], 1.5, atol=0.01)

@@ -64,12 +64,15 @@ def test_train_output_matches_input_and_report(inputs: dict[str, Path], tmp_path
     out = tmp_path / "out.safetensors"
     progress = tmp_path / "progress"
     report = _train(inputs, out, progress)
-    assert report.samples == 200 and report.epochs == 2 and report.train_loss > 0
+    assert report.samples == 200
+    assert report.epochs == 2
+    assert report.train_loss > 0
     before = safetensors.torch.load_file(str(inputs["weights"]))
     after = safetensors.torch.load_file(str(out))
     assert after.keys() == before.keys()
     for name, t in before.items():
-        assert after[name].shape == t.shape and after[name].dtype == t.dtype
+        assert after[name].shape == t.shape
+        assert after[name].dtype == t.dtype
     assert not torch.equal(after["fc2.weight"], before["fc2.weight"])
     with safetensors.safe_open(str(out), framework="pt") as f:
         meta = f.metadata()
@@ -233,7 +236,8 @@ def test_main_other_error_exit_1(
     blocked.mkdir()
     assert main(_argv(inputs, blocked)) == 1
     err = capsys.readouterr().err
-    assert err.startswith("trainer: error:") and len(err.strip().splitlines()) == 1
+    assert err.startswith("trainer: error:")
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_module_only_imports_allowed_packages() -> None:
@@ -250,4 +254,5 @@ def test_module_only_imports_allowed_packages() -> None:
         check=True,
     )
     assert proc.stdout.strip() == "[]"
-    assert trainer.__doc__ and "Determinism" in trainer.__doc__
+    assert trainer.__doc__
+    assert "Determinism" in trainer.__doc__

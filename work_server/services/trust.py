@@ -279,7 +279,8 @@ async def apply_adaptive(
     spot check). Returns the decision, or None for a unit that is not adaptive."""
     if not wu.adaptive:
         return None
-    assert host.id is not None and wu.id is not None
+    assert host.id is not None
+    assert wu.id is not None
     trust = await get_trust(session, host.id, runtime, cpus=host.cpus)
     decision = decide_claim(
         consecutive_valid=trust.consecutive_valid,

@@ -90,8 +90,10 @@ async def test_unit_is_downloaded_run_and_uploaded(
     assert fake_server.uploads == {1: b"trained-weights"}
     assert fake_server.failures == {}
     request = executor.requests[0]
-    assert request.task == unit.task and request.threads == 2
-    assert request.timeout_s is not None and 3500 < request.timeout_s <= 3600
+    assert request.task == unit.task
+    assert request.threads == 2
+    assert request.timeout_s is not None
+    assert 3500 < request.timeout_s <= 3600
     assert _units_left(state) == []
     assert len(state.cache.entries()) == 2  # inputs stay cached for the next round
 
@@ -159,7 +161,8 @@ async def test_refused_download_reports_download_error(
     assert await _daemon(api, state, executor, sleep=sleep).run_once() == 1
     assert fake_server.failures[1].reason == "download_error"
     assert "not_found" in fake_server.failures[1].detail
-    assert executor.requests == [] and sleep.delays == []
+    assert executor.requests == []
+    assert sleep.delays == []
 
 
 async def test_transient_upload_errors_are_retried_with_backoff(
@@ -180,7 +183,8 @@ async def test_410_on_upload_drops_the_unit(
     fake_server.add_unit(1)
     fake_server.upload_script = [(410, "gone", {})]
     assert await _daemon(api, state, FakeExecutor()).run_once() == 1
-    assert fake_server.failures == {} and _units_left(state) == []
+    assert fake_server.failures == {}
+    assert _units_left(state) == []
 
 
 async def test_sha_mismatch_reports_download_error(
@@ -249,7 +253,8 @@ async def test_abort_from_heartbeat_cancels_the_unit(
     fake_server.abort = {1}
     assert await asyncio.wait_for(runner, timeout=10) == 1
     assert executor.cancelled == 1
-    assert fake_server.uploads == {} and fake_server.failures == {}
+    assert fake_server.uploads == {}
+    assert fake_server.failures == {}
     assert _units_left(state) == []
 
 
@@ -293,7 +298,8 @@ async def test_stop_interrupts_running_units_and_keeps_them(
     assert executor.cancelled == 1
     [record] = state.units.load_all()
     assert (record.result_id, record.status) == (1, "running")
-    assert fake_server.failures == {} and fake_server.uploads == {}
+    assert fake_server.failures == {}
+    assert fake_server.uploads == {}
 
 
 async def test_unauthorized_stops_the_daemon(fake_server: FakeWorkServer, state: StateDir) -> None:

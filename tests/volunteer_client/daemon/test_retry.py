@@ -73,7 +73,8 @@ async def test_transient_error_at_the_deadline_propagates_without_waiting() -> N
     attempt, calls = _attempts([TransientError("down")])
     with pytest.raises(TransientError, match="down"):
         await _policy(delays, now=DEADLINE).run(attempt, deadline=DEADLINE, what="x")
-    assert delays == [] and calls == [1]
+    assert delays == []
+    assert calls == [1]
 
 
 async def test_integrity_errors_are_retried_a_bounded_number_of_times() -> None:
@@ -83,7 +84,8 @@ async def test_integrity_errors_are_retried_a_bounded_number_of_times() -> None:
     with pytest.raises(IntegrityError, match="mismatch 2"):
         # past the deadline too: integrity failures are bounded by count, not by time
         await _policy(delays, now=DEADLINE, attempts=3).run(attempt, deadline=DEADLINE, what="x")
-    assert delays == [1.0, 2.0] and calls == [3]
+    assert delays == [1.0, 2.0]
+    assert calls == [3]
 
 
 @pytest.mark.parametrize(
@@ -100,7 +102,8 @@ async def test_other_errors_propagate_at_once(error: Exception) -> None:
     attempt, calls = _attempts([error])
     with pytest.raises(type(error)):
         await _policy(delays).run(attempt, deadline=DEADLINE, what="x")
-    assert delays == [] and calls == [1]
+    assert delays == []
+    assert calls == [1]
 
 
 async def test_each_transfer_starts_a_fresh_backoff() -> None:

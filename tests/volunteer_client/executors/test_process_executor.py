@@ -60,7 +60,8 @@ async def test_success_writes_task_and_output(tmp_path: Path) -> None:
     request = _request(tmp_path)
     result = await _executor(FAKE_TRAINER_STDERR="hello\n").run(request)
     assert result.output_path.read_bytes() == b"weights"
-    assert request.progress_path is not None and request.progress_path.read_text() == "1.0"
+    assert request.progress_path is not None
+    assert request.progress_path.read_text() == "1.0"
     assert TaskConfig.model_validate_json((request.work_dir / "task.json").read_text()).seed == 42
     assert "hello" in result.log_tail
     assert "threads=3 omp=3" in result.log_tail
@@ -91,7 +92,8 @@ async def test_log_tail_keeps_the_last_4_kib(tmp_path: Path) -> None:
     with pytest.raises(ExecutionFailed) as info:
         await _executor(FAKE_TRAINER_EXIT="1", FAKE_TRAINER_STDERR=noise).run(_request(tmp_path))
     tail = info.value.detail
-    assert "line 01999" in tail and "line 00000" not in tail
+    assert "line 01999" in tail
+    assert "line 00000" not in tail
     assert len(tail.encode()) <= 4096 + 100
 
 

@@ -30,9 +30,11 @@ def test_tails_keep_the_last_bytes(tmp_path: Path) -> None:
     log = tmp_path / "log"
     log.write_text("".join(f"line {i:05d}\n" for i in range(2000)))
     tail = read_tail(log, 100)
-    assert len(tail.encode()) == 100 and tail.endswith("line 01999\n")
+    assert len(tail.encode()) == 100
+    assert tail.endswith("line 01999\n")
     assert read_tail(tmp_path / "missing") == ""
-    assert tail_text(b"abcdef", 3) == "def" and tail_text("abc", 10) == "abc"
+    assert tail_text(b"abcdef", 3) == "def"
+    assert tail_text("abc", 10) == "abc"
 
 
 def test_files_a_worker_wrote_are_never_followed_through_a_link(tmp_path: Path) -> None:
@@ -53,9 +55,11 @@ def test_files_a_worker_wrote_are_never_followed_through_a_link(tmp_path: Path) 
 
 async def test_progress_is_copied_when_it_changes(tmp_path: Path) -> None:
     src, dest = tmp_path / "inside", tmp_path / "progress"
-    assert copy_progress(src, dest) is None and not dest.exists()
+    assert copy_progress(src, dest) is None
+    assert not dest.exists()
     src.write_text("0.5")
-    assert copy_progress(src, dest) == "0.5" and dest.read_text() == "0.5"
+    assert copy_progress(src, dest) == "0.5"
+    assert dest.read_text() == "0.5"
     src.write_text("0.75")
     relay = asyncio.create_task(relay_progress(src, dest))
     for _ in range(100):

@@ -38,7 +38,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     state = tmp_path / "fake-vbox"
     state.mkdir()
     monkeypatch.setenv("FAKE_VBOX_DIR", str(state))
-    yield state
+    return state
 
 
 def _image_dir(root: Path) -> Path:
@@ -135,11 +135,13 @@ async def test_unit_runs_and_everything_is_unregistered(tmp_path: Path, fake: Pa
     want = safetensors.torch.load_file(str(expected_req.output_path))
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)
-    assert request.progress_path is not None and request.progress_path.read_text() == "1.0\n"
+    assert request.progress_path is not None
+    assert request.progress_path.read_text() == "1.0\n"
     assert executor.last_timings["total_s"] > 0
     assert _calls(fake, tmp_path) == [["--version"], ["list", "vms"], *_unit_commands(False)]
     vms, media = _registered(fake)
-    assert vms == [] and media == [str(tmp_path / "images" / "yadml-vm-test.vdi")]
+    assert vms == []
+    assert media == [str(tmp_path / "images" / "yadml-vm-test.vdi")]
     assert list((tmp_path / "spool").iterdir()) == []
 
 
@@ -160,7 +162,8 @@ async def test_timeout_powers_off_unregisters_and_deletes_the_differencing_disk(
     assert calls[: 2 + len(unit) - 3] == [["--version"], ["list", "vms"], *unit[:-3]]
     assert calls[-3:] == unit[-3:]
     vms, media = _registered(fake)
-    assert vms == [] and media == [str(tmp_path / "images" / "yadml-vm-test.vdi")]
+    assert vms == []
+    assert media == [str(tmp_path / "images" / "yadml-vm-test.vdi")]
     assert not request.output_path.exists()
     assert list((tmp_path / "spool").iterdir()) == []  # the differencing disk went with it
 
@@ -202,7 +205,8 @@ def test_restarted_client_removes_its_orphaned_vms_by_prefix(tmp_path: Path, fak
 async def test_missing_vboxmanage_is_an_executor_error(tmp_path: Path) -> None:
     driver = VirtualBoxDriver(prefix=vm_prefix(CLIENT), vboxmanage=[str(tmp_path / "nothing")])
     ok, why = driver.usable()
-    assert not ok and "VBoxManage" in why
+    assert not ok
+    assert "VBoxManage" in why
     executor = VmExecutor(
         VmOptions(client_id=CLIENT, image_dir=_image_dir(tmp_path)), driver=driver
     )

@@ -148,10 +148,12 @@ async def test_one_worker_takes_unit_after_unit(
         await pool.run(_request(tmp_path, "bad", "2"), SPEC)
     assert info.value.reason == "invalid_input"
     [worker] = launcher.started
-    assert pool.handles() == [worker] and len(worker.seen) == 3
+    assert pool.handles() == [worker]
+    assert len(worker.seen) == 3
     assert sorted(p.name for p in worker.spool.iterdir()) == [READY]  # unit dirs removed
     await pool.aclose()
-    assert launcher.stopped == [worker] and not worker.spool.exists()
+    assert launcher.stopped == [worker]
+    assert not worker.spool.exists()
 
 
 async def test_concurrent_units_get_a_worker_each(
@@ -170,7 +172,8 @@ async def test_other_spec_retires_the_idle_worker(
     await pool.run(_request(tmp_path, "a", "0"), SPEC)
     await pool.run(_request(tmp_path, "b", "0"), WorkerSpec(threads=2))
     first, second = launcher.started
-    assert launcher.stopped == [first] and pool.handles() == [second]
+    assert launcher.stopped == [first]
+    assert pool.handles() == [second]
     await pool.aclose()
 
 
@@ -179,8 +182,10 @@ async def test_a_trainer_error_retires_the_worker(
 ) -> None:
     with pytest.raises(ExecutionFailed) as info:
         await pool.run(_request(tmp_path, "a", "1"), SPEC)
-    assert info.value.reason == "crash" and "exit status 1" in info.value.detail
-    assert pool.handles() == [] and launcher.stopped == launcher.started
+    assert info.value.reason == "crash"
+    assert "exit status 1" in info.value.detail
+    assert pool.handles() == []
+    assert launcher.stopped == launcher.started
     await pool.run(_request(tmp_path, "b", "0"), SPEC)
     assert len(launcher.started) == 2
     await pool.aclose()
@@ -193,10 +198,12 @@ async def test_a_worker_that_dies_fails_its_unit_and_is_replaced(
         await pool.run(_request(tmp_path, "a", "die"), SPEC)
     assert info.value.reason == "crash"
     assert "the warm trainer died: killed by SIGKILL" in info.value.detail
-    assert "gone" in info.value.detail and "unit u000000-a" in info.value.detail
+    assert "gone" in info.value.detail
+    assert "unit u000000-a" in info.value.detail
     with pytest.raises(ExecutionFailed) as info:
         await pool.run(_request(tmp_path, "b", "oom"), SPEC)
-    assert info.value.reason == "out_of_memory" and "96 MB" in info.value.detail
+    assert info.value.reason == "out_of_memory"
+    assert "96 MB" in info.value.detail
     assert pool.handles() == []
     await pool.run(_request(tmp_path, "c", "0"), SPEC)
     assert len(launcher.started) == 3
@@ -210,7 +217,8 @@ async def test_an_idle_worker_that_died_is_replaced(
     [first] = launcher.started
     await launcher.stop(first)
     await pool.run(_request(tmp_path, "b", "0"), SPEC)
-    assert len(launcher.started) == 2 and pool.handles() == [launcher.started[1]]
+    assert len(launcher.started) == 2
+    assert pool.handles() == [launcher.started[1]]
     await pool.aclose()
 
 
@@ -219,8 +227,10 @@ async def test_time_limit_stops_the_worker(
 ) -> None:
     with pytest.raises(ExecutionFailed) as info:
         await pool.run(_request(tmp_path, "a", "hang", timeout_s=0.3), SPEC)
-    assert info.value.reason == "timeout" and "0.3 s" in info.value.detail
-    assert launcher.stopped == launcher.started and pool.handles() == []
+    assert info.value.reason == "timeout"
+    assert "0.3 s" in info.value.detail
+    assert launcher.stopped == launcher.started
+    assert pool.handles() == []
 
 
 async def test_cancellation_stops_the_worker(
@@ -232,7 +242,8 @@ async def test_cancellation_stops_the_worker(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert launcher.stopped == launcher.started and pool.handles() == []
+    assert launcher.stopped == launcher.started
+    assert pool.handles() == []
     assert list((tmp_path / "spool").iterdir()) == []
 
 
@@ -244,7 +255,8 @@ async def test_a_worker_that_cannot_start_is_a_crash(tmp_path: Path) -> None:
     assert info.value.reason == "crash"
     assert "exited while starting with exit status 1" in info.value.detail
     assert "No module named loop" in info.value.detail
-    assert pool.handles() == [] and list((tmp_path / "spool").iterdir()) == []
+    assert pool.handles() == []
+    assert list((tmp_path / "spool").iterdir()) == []
 
 
 async def test_leftover_spools_are_removed_on_first_use(
@@ -262,5 +274,6 @@ async def test_a_unit_that_cannot_be_staged_leaves_nothing(
 ) -> None:
     with pytest.raises(OSError, match="disk full"):
         await pool.run(_request(tmp_path, "a", "unstageable"), SPEC)
-    assert pool.handles() == [] and launcher.stopped == launcher.started
+    assert pool.handles() == []
+    assert launcher.stopped == launcher.started
     assert list((tmp_path / "spool").iterdir()) == []

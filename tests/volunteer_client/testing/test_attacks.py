@@ -48,7 +48,8 @@ def test_noise_is_seeded_and_centred_on_the_update() -> None:
         "noise", big0, big1, param=2.0, generator=torch.Generator().manual_seed(1)
     )
     assert torch.equal(a["w"], b["w"])
-    assert abs(float(a["w"].mean()) - 0.5) < 0.05 and abs(float(a["w"].std()) - 2.0) < 0.05
+    assert abs(float(a["w"].mean()) - 0.5) < 0.05
+    assert abs(float(a["w"].std()) - 2.0) < 0.05
 
 
 def test_alie_moves_each_coordinate_against_its_sign_by_z_sigma() -> None:
@@ -61,7 +62,8 @@ def test_alie_moves_each_coordinate_against_its_sign_by_z_sigma() -> None:
 def test_flip_labels_and_garbage() -> None:
     assert flip_labels(torch.tensor([0, 1, 9])).tolist() == [9, 8, 0]
     g = garbage_like(W0, torch.Generator().manual_seed(0))
-    assert g["w"].shape == (3,) and bool(torch.isfinite(g["w"]).all())
+    assert g["w"].shape == (3,)
+    assert bool(torch.isfinite(g["w"]).all())
     assert torch.equal(g["n"], W0["n"])
     with pytest.raises(ValueError):
         apply_update_attack("labelflip", W0, W1)
@@ -149,7 +151,8 @@ async def test_honest_wrapper_changes_nothing(tmp_path: Path) -> None:
     req = _request(tmp_path)
     await ex.run(req)
     w, meta = _output(req)
-    assert torch.equal(w, torch.full((3,), 0.25)) and "report" in meta
+    assert torch.equal(w, torch.full((3,), 0.25))
+    assert "report" in meta
     assert ex.history == ["ok"]
 
 
@@ -158,7 +161,8 @@ async def test_update_attack_rewrites_output_keeping_report(tmp_path: Path) -> N
     req = _request(tmp_path)
     await ex.run(req)
     w, meta = _output(req)
-    assert torch.allclose(w, torch.full((3,), 1.0)) and "report" in meta
+    assert torch.allclose(w, torch.full((3,), 1.0))
+    assert "report" in meta
 
 
 async def test_labelflip_trains_on_flipped_copy(tmp_path: Path) -> None:
@@ -178,7 +182,8 @@ async def test_crash_kills_the_run_and_reports_crash(tmp_path: Path) -> None:
     ex = FaultyExecutor(inner, faults={"crash": 1.0}, seed=0, crash_window_s=0.05)
     with pytest.raises(ExecutionFailed) as info:
         await ex.run(_request(tmp_path))
-    assert info.value.reason == "crash" and inner.cancelled
+    assert info.value.reason == "crash"
+    assert inner.cancelled
 
 
 async def test_late_waits_past_the_deadline_then_returns(tmp_path: Path) -> None:
@@ -209,7 +214,8 @@ async def test_vanish_never_reports_before_the_deadline(tmp_path: Path) -> None:
     ex = FaultyExecutor(inner, faults={"vanish": 1.0}, seed=0, late_extra_s=1.0, sleep=sleep)
     with pytest.raises(ExecutionFailed):
         await ex.run(_request(tmp_path, timeout_s=5.0))
-    assert slept == [6.0] and inner.shards == []
+    assert slept == [6.0]
+    assert inner.shards == []
 
 
 async def test_garbage_output_is_finite_and_shaped(tmp_path: Path) -> None:
@@ -217,5 +223,7 @@ async def test_garbage_output_is_finite_and_shaped(tmp_path: Path) -> None:
     req = _request(tmp_path)
     await ex.run(req)
     w, meta = _output(req)
-    assert w.shape == (3,) and bool(torch.isfinite(w).all()) and "report" in meta
+    assert w.shape == (3,)
+    assert bool(torch.isfinite(w).all())
+    assert "report" in meta
     assert not torch.equal(w, torch.full((3,), 0.25))

@@ -44,7 +44,8 @@ async def test_scale_attack_on_an_int8_job_uploads_int8(tmp_path: Path) -> None:
     )
     await FaultyExecutor(Int8Trainer(), attack=AttackSpec("scale", 4.0), seed=0).run(req)
     uploaded = safetensors.numpy.load_file(str(req.output_path))
-    assert uploaded["w"].dtype == np.int8 and uploaded["w" + SCALE_SUFFIX].shape == (3,)
+    assert uploaded["w"].dtype == np.int8
+    assert uploaded["w" + SCALE_SUFFIX].shape == (3,)
     base = {k: v.numpy() for k, v in W0.items()}
     decoded = decode_update(uploaded, base, "int8")
     for name, b in base.items():  # w0 + 4 d, d = 0.25

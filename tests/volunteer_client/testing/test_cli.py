@@ -27,7 +27,8 @@ def test_run_takes_the_injection_switches(tmp_path: Path) -> None:
     assert args.attack == AttackSpec("noise", 0.5)
     executor = build_executor("process", tmp_path, args)
     wrapped = inject(executor, args)
-    assert isinstance(wrapped, FaultyExecutor) and wrapped.inner is executor
+    assert isinstance(wrapped, FaultyExecutor)
+    assert wrapped.inner is executor
     assert wrapped.runtime == "process"
     plain = build_parser().parse_args(["run", "--fault-seed", "7"])
     assert inject(executor, plain) is executor  # nothing asked: the executor itself
@@ -50,7 +51,9 @@ def test_module_entry_point_help() -> None:
         check=True,
     ).stdout
     assert "python -m volunteer_client.testing" in out
-    assert "--faults" in out and "--attack" in out and "--executor" in out
+    assert "--faults" in out
+    assert "--attack" in out
+    assert "--executor" in out
 
 
 async def test_run_once_with_injection(fake_server: FakeWorkServer, tmp_path: Path) -> None:

@@ -62,7 +62,8 @@ async def test_work_units_are_signed_by_the_published_key(
     _, token = await register(client)
     info = ProjectInfo.model_validate(await (await client.get("/api/v1/project")).json())
     current = [k for k in info.public_keys if k.current]
-    assert len(current) == 1 and current[0].fingerprint == info.fingerprint
+    assert len(current) == 1
+    assert current[0].fingerprint == info.fingerprint
     verifier = WorkVerifier.from_b64([current[0].public_key])
     r = await client.post("/api/v1/work", json={"max_units": 2}, headers=bearer(token))
     units = WorkResponse.model_validate(await r.json()).units
@@ -79,14 +80,16 @@ async def test_key_rotation_publishes_an_endorsed_key(
 ) -> None:
     old = ProjectInfo.model_validate(await (await client.get("/api/v1/project")).json())
     old_fp, new_fp = rotate_key(config.state_dir, grace_days=7)
-    assert old_fp == old.fingerprint and new_fp != old_fp
+    assert old_fp == old.fingerprint
+    assert new_fp != old_fp
     restarted = await _app(aiohttp_client, config)
     info = ProjectInfo.model_validate(await (await restarted.get("/api/v1/project")).json())
     assert info.fingerprint == new_fp
     assert {k.fingerprint for k in info.public_keys} == {old_fp, new_fp}
     verifier = WorkVerifier.from_b64([old.public_keys[0].public_key])  # a client pinned old
     new_entry = next(k for k in info.public_keys if k.current)
-    assert verifier.learn(new_entry) and verifier.knows(new_fp)
+    assert verifier.learn(new_entry)
+    assert verifier.knows(new_fp)
     tampered = new_entry.model_copy(update={"public_key": old.public_keys[0].public_key})
     assert WorkVerifier.from_b64([new_entry.public_key]).learn(tampered) is False
     _, third_fp = rotate_key(config.state_dir, grace_days=0)  # new_fp retires at once
@@ -218,7 +221,8 @@ async def test_rate_limits(aiohttp_client: Any, config: ServerConfig) -> None:
     before = db_snapshot(config)
     r = await client.post("/api/v1/hosts", json={"name": "c"})
     body = await _expect(r, 429, "rate_limited")
-    assert int(r.headers["Retry-After"]) >= 1 and "registration" in body["detail"]
+    assert int(r.headers["Retry-After"]) >= 1
+    assert "registration" in body["detail"]
     assert db_snapshot(config) == before
     await _expect(await client.post("/api/v1/work", json={}, headers=bearer(token)), 200)
     after_first = db_snapshot(config)

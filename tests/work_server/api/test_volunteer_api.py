@@ -26,7 +26,8 @@ from work_server.config import ServerConfig
 
 async def test_register_and_bad_bodies(client: Client) -> None:
     host_id, token = await register(client)
-    assert host_id >= 1 and len(token) >= 32
+    assert host_id >= 1
+    assert len(token) >= 32
     r = await client.post(
         "/api/v1/hosts", data=b"{not json", headers={"Content-Type": "application/json"}
     )
@@ -62,16 +63,21 @@ async def test_work_unit_shape_and_blob_download(client: Client) -> None:
     units = body["units"]
     assert len(units) == 2  # one per shard; replicas of a work unit never go to one host
     u = units[0]
-    assert u["job_id"] == job_id and u["round"] == 1 and u["runtime"] == "process"
+    assert u["job_id"] == job_id
+    assert u["round"] == 1
+    assert u["runtime"] == "process"
     assert {i["name"] for i in u["inputs"]} == {"shard", "weights"}
-    assert u["task"]["model"] == "lenet" and u["upload"]["max_bytes"] > 0
+    assert u["task"]["model"] == "lenet"
+    assert u["upload"]["max_bytes"] > 0
     shard = next(i for i in u["inputs"] if i["name"] == "shard")
     full = await client.get(shard["url"], headers=bearer(token))
     data = await full.read()
-    assert full.status == 200 and len(data) == shard["size"]
+    assert full.status == 200
+    assert len(data) == shard["size"]
     assert full.headers["ETag"] == f'"{shard["sha256"]}"'
     part = await client.get(shard["url"], headers={**bearer(token), "Range": "bytes=0-7"})
-    assert part.status == 206 and await part.read() == data[:8]
+    assert part.status == 206
+    assert await part.read() == data[:8]
     again = await client.get(
         shard["url"], headers={**bearer(token), "If-None-Match": f'"{shard["sha256"]}"'}
     )
@@ -82,7 +88,8 @@ async def test_work_unit_shape_and_blob_download(client: Client) -> None:
     await _expect(await client.get("/api/v1/blobs/" + "0" * 64, headers=bearer(token)), 404)
     # no more work: told when to come back
     body = await _expect(await client.post("/api/v1/work", json={}, headers=bearer(token)), 200)
-    assert body["units"] == [] and body["retry_after_s"] > 0
+    assert body["units"] == []
+    assert body["retry_after_s"] > 0
 
 
 async def test_upload_accepted_and_idempotent(client: Client, config: ServerConfig) -> None:
@@ -252,9 +259,11 @@ async def test_failure_report(client: Client) -> None:
     r = await client.post(
         url, json={"reason": "crash", "detail": "segfault"}, headers=bearer(token)
     )
-    assert r.status == 200 and (await r.json())["recorded"] is True
+    assert r.status == 200
+    assert (await r.json())["recorded"] is True
     r = await client.post(url, json={"reason": "crash"}, headers=bearer(token))
-    assert r.status == 200 and (await r.json())["recorded"] is False  # idempotent
+    assert r.status == 200
+    assert (await r.json())["recorded"] is False
     await _expect(
         await client.put(unit.upload_url, data=make_result(unit.weights), headers=bearer(token)),
         410,

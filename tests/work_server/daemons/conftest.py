@@ -168,7 +168,8 @@ class Sim:
         """What POST /work does for one result."""
         async with self.sm() as s:
             r = await s.get(Result, result_id)
-            assert r is not None and r.server_state == ServerState.unsent
+            assert r is not None
+            assert r.server_state == ServerState.unsent
             wu = await s.get(WorkUnit, r.workunit_id)
             assert wu is not None
             r.server_state = ServerState.in_progress

@@ -107,7 +107,8 @@ async def test_disagreeing_host_loses_trust_and_quota(sim: Sim) -> None:
     await sim.upload(r2, T0 + 3, noise=0.0)
     await sim.cycle(T0 + 3)
     wu = await sim.get(WorkUnit, wu.id)
-    assert wu.state == WorkUnitState.done and wu.canonical_result_id == r1
+    assert wu.state == WorkUnitState.done
+    assert wu.canonical_result_id == r1
     assert (await sim.get(Result, rc)).validate_state == ValidateState.invalid
     t = await _trust(sim, cheat)
     assert (t.invalid, t.consecutive_valid) == (1, 0)
@@ -117,7 +118,8 @@ async def test_disagreeing_host_loses_trust_and_quota(sim: Sim) -> None:
             await trust.record_invalid(s, cheat, "process")
         await s.commit()
     t = await _trust(sim, cheat)
-    assert t.daily_quota == 6 and isinstance(t.daily_quota, int)
+    assert t.daily_quota == 6
+    assert isinstance(t.daily_quota, int)
     assert (await _trust(sim, honest1)).consecutive_valid == 1
     h = await sim.get(Host, cheat)
     assert (h.results_invalid, h.consecutive_valid) == (1, 0)
@@ -125,7 +127,8 @@ async def test_disagreeing_host_loses_trust_and_quota(sim: Sim) -> None:
     async with sim.sm() as s:
         status = await server_status(s, now=T0 + 3, active_window_s=3600)
     by_host = {h.host_id: h for h in status.host_trust}
-    assert by_host[cheat].invalid == 4 and not by_host[cheat].trusted
+    assert by_host[cheat].invalid == 4
+    assert not by_host[cheat].trusted
     assert status.hosts_trusted == 0  # threshold 2 not reached yet
 
 
@@ -179,7 +182,8 @@ async def test_late_result_accepted_once_while_needed(sim: Sim) -> None:
     assert (await _trust(sim, a)).error == 0
     await sim.cycle(T0 + 104)
     wu = await sim.get(WorkUnit, wu.id)
-    assert wu.state == WorkUnitState.done and wu.canonical_result_id == rid
+    assert wu.state == WorkUnitState.done
+    assert wu.canonical_result_id == rid
     # the replacement result is no longer needed
     others = [r for r in await sim.results(wu.id) if r.id != rid]
     assert [r.outcome for r in others] == [Outcome.didnt_need]

@@ -45,12 +45,14 @@ async def test_deletes_only_unreferenced_blobs(sim: Sim) -> None:
     deleted = await sim.delete_files(T0 + 10_000, grace_s=3600)
     after = {b.sha256 for b in await sim.all(Blob)}
     assert deleted == len(before - after)
-    assert garbage.isdisjoint(after) and keep <= after
+    assert garbage.isdisjoint(after)
+    assert keep <= after
     assert before - after == garbage
     for sha in garbage:
         assert not sim.blobs.exists(sha)
     for sha in keep:
-        assert sha is not None and sim.blobs.exists(sha)
+        assert sha is not None
+        assert sim.blobs.exists(sha)
     assert (await sim.get(DaemonRun, "file_deleter")).last_run == T0 + 10_000
 
 

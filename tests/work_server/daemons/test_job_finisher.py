@@ -33,12 +33,16 @@ async def test_job_runs_all_rounds_and_completes(sim: Sim) -> None:
     await sim.complete_round(job_id, 1, host, T0 + 10)
     assert await sim.advance(T0 + 11) == {"round_closer": 1, "work_generator": 1, "job_finisher": 0}
     r1, r2 = await sim.all(Round, col(Round.job_id) == job_id)
-    assert r1.state == RoundState.done and r1.closed_at == T0 + 11
-    assert set(r1.metrics) >= METRICS and 0.0 <= r1.metrics["accuracy"] <= 1.0
+    assert r1.state == RoundState.done
+    assert r1.closed_at == T0 + 11
+    assert set(r1.metrics) >= METRICS
+    assert 0.0 <= r1.metrics["accuracy"] <= 1.0
     assert (r1.results_success, r1.results_error, r1.results_no_reply) == (2, 0, 0)
     job = await sim.get(Job, job_id)
-    assert job.state == JobState.running and job.current_round == 2
-    assert job.model_sha256 not in (None, initial) and job.model_sha256 == r2.weights_sha256
+    assert job.state == JobState.running
+    assert job.current_round == 2
+    assert job.model_sha256 not in (None, initial)
+    assert job.model_sha256 == r2.weights_sha256
     assert (await sim.get(Blob, job.model_sha256)).kind == "weights"
     wus2 = await sim.wus(job_id, 2)
     assert all(wu.weights_sha256 == r2.weights_sha256 for wu in wus2)
@@ -49,20 +53,24 @@ async def test_job_runs_all_rounds_and_completes(sim: Sim) -> None:
     # the report grows live
     run_dir = sim.runs_dir / str(job_id)
     report = json.loads((run_dir / "report.json").read_text())
-    assert len(report["rounds"]) == 1 and report["state"] == "running"
+    assert len(report["rounds"]) == 1
+    assert report["state"] == "running"
     assert job.report_path == str(run_dir / "report.json")
 
     await sim.complete_round(job_id, 2, host, T0 + 20)
     assert await sim.advance(T0 + 25) == {"round_closer": 1, "work_generator": 0, "job_finisher": 1}
     job = await sim.get(Job, job_id)
-    assert job.state == JobState.completed and job.finished_at == T0 + 25
+    assert job.state == JobState.completed
+    assert job.finished_at == T0 + 25
     assert job.current_round == 2
     assert (await sim.get(Blob, job.model_sha256)).kind == "model"
     assert len(await sim.all(Round, col(Round.job_id) == job_id)) == 2
 
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["job_id"] == job_id and report["dataset"] == "digits"
-    assert report["model"] == "lenet" and report["config"]["rounds"] == 2
+    assert report["job_id"] == job_id
+    assert report["dataset"] == "digits"
+    assert report["model"] == "lenet"
+    assert report["config"]["rounds"] == 2
     assert [r["round"] for r in report["rounds"]] == [1, 2]
     assert report["rounds"][1]["duration_s"] == pytest.approx(14.0)  # T0+11 -> T0+25
     assert report["wall_s"] == pytest.approx(25.0)
@@ -88,7 +96,9 @@ async def test_a_completed_job_stays_running_until_its_report_is_written(sim: Si
     assert not (sim.runs_dir / str(job_id)).exists()  # the last report is the finisher's
     assert await sim.finish_jobs(T0 + 12) == 1
     job = await sim.get(Job, job_id)
-    assert job.state == JobState.completed and job.finished_at == T0 + 12
+    assert job.state == JobState.completed
+    assert job.finished_at == T0 + 12
     report = json.loads((sim.runs_dir / str(job_id) / "report.json").read_text())
-    assert report["state"] == "completed" and [r["round"] for r in report["rounds"]] == [1]
+    assert report["state"] == "completed"
+    assert [r["round"] for r in report["rounds"]] == [1]
     assert await sim.finish_jobs(T0 + 13) == 0

@@ -29,8 +29,10 @@ async def test_postgres_lock_has_one_holder_and_moves_when_it_dies(pg_url: str) 
     engines = [make_engine(pg_url) for _ in range(3)]
     try:
         a, b = PostgresLeadership(engines[0]), PostgresLeadership(engines[1])
-        assert await a.try_acquire() and a.held
-        assert not await b.try_acquire() and not b.held
+        assert await a.try_acquire()
+        assert a.held
+        assert not await b.try_acquire()
+        assert not b.held
         assert await a.try_acquire()  # still ours: the check passes
         # the holder "dies": its session is terminated from outside, as when its process
         # is killed and the server closes the connection
@@ -43,8 +45,10 @@ async def test_postgres_lock_has_one_holder_and_moves_when_it_dies(pg_url: str) 
                 )
             )
             assert ended.scalars().all() == [True]
-        assert await b.try_acquire() and b.held
-        assert not await a.try_acquire() and not a.held  # the old holder notices
+        assert await b.try_acquire()
+        assert b.held
+        assert not await a.try_acquire()
+        assert not a.held
         await b.release()
         assert await a.try_acquire()  # released explicitly: free again at once
         await a.release()
@@ -55,10 +59,13 @@ async def test_postgres_lock_has_one_holder_and_moves_when_it_dies(pg_url: str) 
 
 async def test_file_lock_has_one_holder(tmp_path: Path) -> None:
     a, b = FileLeadership(tmp_path / "daemons.lock"), FileLeadership(tmp_path / "daemons.lock")
-    assert await a.try_acquire() and await a.try_acquire()
+    assert await a.try_acquire()
+    assert await a.try_acquire()
     assert not await b.try_acquire()
     await a.release()
-    assert await b.try_acquire() and b.held and not a.held
+    assert await b.try_acquire()
+    assert b.held
+    assert not a.held
     await b.release()
 
 
@@ -79,7 +86,8 @@ async def test_only_the_leaders_scheduler_runs_daemons(pg_url: str, tmp_path: Pa
         ]
         leader, standby = schedulers
         assert [s.role for s in schedulers] == ["standby", "standby"]
-        assert await leader.check_leadership() and not await standby.check_leadership()
+        assert await leader.check_leadership()
+        assert not await standby.check_leadership()
         assert [s.role for s in schedulers] == ["leader", "standby"]
         assert await standby.run_now("transitioner") == 0
         async with sm() as s:
@@ -89,7 +97,8 @@ async def test_only_the_leaders_scheduler_runs_daemons(pg_url: str, tmp_path: Pa
             assert await s.get(DaemonRun, "transitioner") is not None
         assert leader.leadership is not None
         await leader.leadership.release()
-        assert await standby.check_leadership() and standby.role == "leader"
+        assert await standby.check_leadership()
+        assert standby.role == "leader"
         assert standby.leadership is not None
         await standby.leadership.release()
     finally:

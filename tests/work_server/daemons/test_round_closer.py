@@ -31,11 +31,13 @@ async def test_round_deadline_closes_at_min_fraction(sim: Sim) -> None:
     assert await sim.close_rounds(T0 + 10) == 0  # before the deadline: wait for everybody
     assert await sim.close_rounds(T0 + 50) == 1
     r1 = (await sim.all(Round, col(Round.job_id) == job_id))[0]
-    assert r1.state == RoundState.done and r1.results_success == 1
+    assert r1.state == RoundState.done
+    assert r1.results_success == 1
     wus = await sim.wus(job_id, 1)
     assert [wu.state for wu in wus] == [WorkUnitState.done, WorkUnitState.cancelled]
     # the round closer only cancels; the transitioner retires the results, at once
-    assert wus[1].transition_time == T0 + 50 and not wus[1].need_validate
+    assert wus[1].transition_time == T0 + 50
+    assert not wus[1].need_validate
     (slow,) = await sim.results(wu1.id)
     assert slow.server_state == ServerState.in_progress
     await sim.transition(T0 + 50)
@@ -57,7 +59,8 @@ async def test_round_with_no_done_work_unit_fails_the_job(sim: Sim) -> None:
     await sim.transition(T0 + 1)
     assert await sim.advance(T0 + 2) == {"round_closer": 1, "work_generator": 0, "job_finisher": 1}
     job = await sim.get(Job, job_id)
-    assert job.state == JobState.failed and "no work unit completed" in job.error
+    assert job.state == JobState.failed
+    assert "no work unit completed" in job.error
     assert job.finished_at == T0 + 2
     (r1,) = await sim.all(Round, col(Round.job_id) == job_id)
     assert r1.state == RoundState.failed
@@ -81,7 +84,8 @@ async def test_cancelled_job_retires_its_work(sim: Sim) -> None:
     assert await sim.advance(T0 + 1) == {"round_closer": 1, "work_generator": 0, "job_finisher": 1}
     await sim.transition(T0 + 1)  # retires the cancelled work's results
     (rnd,) = await sim.all(Round, col(Round.job_id) == job_id)
-    assert rnd.state == RoundState.cancelled and rnd.closed_at == T0 + 1
+    assert rnd.state == RoundState.cancelled
+    assert rnd.closed_at == T0 + 1
     for wu in await sim.wus(job_id):
         assert wu.state == WorkUnitState.cancelled
         for r in await sim.results(wu.id):

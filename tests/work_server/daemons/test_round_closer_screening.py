@@ -35,7 +35,8 @@ async def test_screened_result_is_invalid_and_left_out(sim: Sim) -> None:
 
     bad: Result = await sim.get(Result, results[2])
     assert (bad.outcome, bad.validate_state) == (Outcome.validate_error, ValidateState.invalid)
-    assert bad.error_reason == "screened" and "median" in (bad.error_detail or "")
+    assert bad.error_reason == "screened"
+    assert "median" in (bad.error_detail or "")
     for rid in results[:2] + results[3:]:
         good: Result = await sim.get(Result, rid)
         assert (good.outcome, good.validate_state) == (Outcome.success, ValidateState.valid)

@@ -52,7 +52,8 @@ async def test_a_failing_run_is_logged_and_recorded(sim: Sim) -> None:
 
     assert await run_daemon(sim.sm, "validator", boom, T0) == 0
     run = await sim.get(DaemonRun, "validator")
-    assert run.last_run == T0 and run.last_error == "RuntimeError: disk on fire"
+    assert run.last_run == T0
+    assert run.last_error == "RuntimeError: disk on fire"
     await sim.validate(T0 + 1)  # the next good run clears it
     assert (await sim.get(DaemonRun, "validator")).last_error is None
 
@@ -191,10 +192,12 @@ async def test_taking_the_daemon_lock_is_logged_at_info(
         leadership=FileLeadership(tmp_path / "daemons.lock"),
     )
     caplog.set_level(logging.INFO, logger="work_server.daemons.scheduler")
-    assert await scheduler.check_leadership() and scheduler.role == "leader"
+    assert await scheduler.check_leadership()
+    assert scheduler.role == "leader"
     assert await scheduler.check_leadership()  # still ours: logged once
     [record] = caplog.records
-    assert record.levelno == logging.INFO and "is now the leader" in record.getMessage()
+    assert record.levelno == logging.INFO
+    assert "is now the leader" in record.getMessage()
     assert scheduler.leadership is not None
     await scheduler.leadership.release()
 

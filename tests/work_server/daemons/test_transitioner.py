@@ -24,7 +24,8 @@ async def test_creates_target_nresults_unsent_results(sim: Sim) -> None:
     assert await sim.transition(T0 + 1) == 0
     assert len(await sim.results((await sim.wus(job_id))[0].id)) == 3
     run = await sim.get(DaemonRun, "transitioner")
-    assert run.last_run == T0 + 1 and run.last_error is None
+    assert run.last_run == T0 + 1
+    assert run.last_error is None
 
 
 async def test_deadline_passes_no_reply_and_replacement(sim: Sim) -> None:
@@ -40,7 +41,8 @@ async def test_deadline_passes_no_reply_and_replacement(sim: Sim) -> None:
     first, second = await sim.results(wu.id)
     assert (first.server_state, first.outcome) == (ServerState.over, Outcome.no_reply)
     assert first.validate_state == "init"
-    assert second.server_state == ServerState.unsent and second.created_at == T0 + 101
+    assert second.server_state == ServerState.unsent
+    assert second.created_at == T0 + 101
     assert (await sim.get(Host, host)).results_error == 1
     assert (await sim.get(WorkUnit, wu.id)).transition_time == FAR_FUTURE
 
@@ -62,7 +64,8 @@ async def test_too_many_errors_fails_the_work_unit(sim: Sim) -> None:
     await sim.transition(T0 + 1)  # 1 error: not more than 1, one replacement
     assert (await sim.get(WorkUnit, wu.id)).state == WorkUnitState.active
     results = await sim.results(wu.id)
-    assert len(results) == 3 and results[2].server_state == ServerState.unsent
+    assert len(results) == 3
+    assert results[2].server_state == ServerState.unsent
 
     await sim.fail(claimed[1].id, T0 + 2)
     await sim.transition(T0 + 2)
@@ -87,7 +90,8 @@ async def test_max_total_results_fails_the_work_unit(sim: Sim) -> None:
         await sim.fail(r.id, T0 + i)
     await sim.transition(T0 + 5)
     after = await sim.get(WorkUnit, wu.id)
-    assert after.state == WorkUnitState.failed and "too many results" in after.error
+    assert after.state == WorkUnitState.failed
+    assert "too many results" in after.error
     assert len(await sim.results(wu.id)) == 2
 
 
@@ -104,7 +108,8 @@ async def test_late_upload_after_no_reply_still_counts(sim: Sim) -> None:
     assert (await sim.get(type(r), r.id)).late
     await sim.cycle(T0 + 102)
     after = await sim.get(WorkUnit, wu.id)
-    assert after.state == WorkUnitState.done and after.canonical_result_id == r.id
+    assert after.state == WorkUnitState.done
+    assert after.canonical_result_id == r.id
     assert (await sim.get(Host, host)).results_error == 1  # counted once (the API undoes it)
     # the replacement may still finish (for credit) and times out like any other
     assert (await sim.get(type(r), replacement.id)).server_state == ServerState.in_progress

@@ -30,7 +30,8 @@ def test_check_weights_rejects_layout_and_non_finite() -> None:
 
     ref = {"w": torch.zeros(2, 3), "b": torch.zeros(3)}
     ok, reason = check_weights(save({"w": torch.ones(2, 3), "b": torch.ones(3)}), ref)
-    assert ok is not None and reason is None
+    assert ok is not None
+    assert reason is None
     assert "shape" in str(check_weights(save({"w": torch.ones(3, 2), "b": torch.ones(3)}), ref)[1])
     f64 = {"w": torch.ones(2, 3, dtype=torch.float64), "b": torch.ones(3)}
     assert "dtype" in str(check_weights(save(f64), ref)[1])
@@ -54,7 +55,8 @@ async def test_quorum_one_first_good_result_is_canonical(sim: Sim) -> None:
     after = await sim.get(WorkUnit, wu.id)
     assert after.state == WorkUnitState.done
     assert after.canonical_result_id == r.id
-    assert not after.need_validate and after.transition_time == T0 + 6
+    assert not after.need_validate
+    assert after.transition_time == T0 + 6
     assert (await sim.get(type(r), r.id)).validate_state == ValidateState.valid
     h = await sim.get(Host, host)
     assert (h.results_valid, h.consecutive_valid) == (1, 1)
@@ -75,7 +77,8 @@ async def test_quorum_two_agreeing_replicas(sim: Sim) -> None:
     await sim.upload(r2.id, T0 + 2, noise=0.01, seed=1)  # identical training
     await sim.cycle(T0 + 2)
     after = await sim.get(WorkUnit, wu.id)
-    assert after.state == WorkUnitState.done and after.canonical_result_id == r1.id
+    assert after.state == WorkUnitState.done
+    assert after.canonical_result_id == r1.id
     states = [r.validate_state for r in await sim.results(wu.id)]
     assert states == [ValidateState.valid, ValidateState.valid]
     assert (await sim.get(Host, h2)).results_valid == 1
@@ -96,10 +99,12 @@ async def test_quorum_two_disagreement_asks_for_more_bounded(sim: Sim) -> None:
     await sim.cycle(T0 + 1)
 
     after = await sim.get(WorkUnit, wu.id)
-    assert after.state == WorkUnitState.active and after.target_nresults == 3
+    assert after.state == WorkUnitState.active
+    assert after.target_nresults == 3
     results = await sim.results(wu.id)
     assert [r.validate_state for r in results[:2]] == [ValidateState.inconclusive] * 2
-    assert len(results) == 3 and results[2].server_state == ServerState.unsent
+    assert len(results) == 3
+    assert results[2].server_state == ServerState.unsent
 
     # a third replica that disagrees with both: one more (the 4th, the last allowed)
     (r3,) = await sim.claim_all(wu.id, [hosts[2]], T0 + 2)
@@ -114,7 +119,8 @@ async def test_quorum_two_disagreement_asks_for_more_bounded(sim: Sim) -> None:
     await sim.upload(r4.id, T0 + 5, noise=0.01, seed=2)
     await sim.cycle(T0 + 5)
     after = await sim.get(WorkUnit, wu.id)
-    assert after.state == WorkUnitState.done and after.canonical_result_id == r2.id
+    assert after.state == WorkUnitState.done
+    assert after.canonical_result_id == r2.id
     states = [r.validate_state for r in await sim.results(wu.id)]
     assert states == [
         ValidateState.invalid,
@@ -180,6 +186,7 @@ async def test_success_after_done_is_credited_never_canonical(sim: Sim) -> None:
     await sim.upload(r2.id, T0 + 2, noise=0.01, seed=1)  # still in progress: may finish
     await sim.cycle(T0 + 2)
     after = await sim.get(WorkUnit, wu.id)
-    assert after.canonical_result_id == r1.id and after.state == WorkUnitState.done
+    assert after.canonical_result_id == r1.id
+    assert after.state == WorkUnitState.done
     assert (await sim.get(type(r2), r2.id)).validate_state == ValidateState.valid
     assert (await sim.get(Host, h2)).results_valid == 1

@@ -23,10 +23,12 @@ async def test_start_job_builds_shards_and_round_one(sim: Sim) -> None:
     assert job.current_round == 1
     info = job_info.load(job)
     shas = info.shard_sha256
-    assert len(shas) == 3 and len(set(shas)) == 3
+    assert len(shas) == 3
+    assert len(set(shas)) == 3
     assert sum(info.shard_sizes) == 1437  # digits train split
     assert info.num_test_samples == 360
-    assert info.confusion_matrix is None and "confusion_matrix" not in job.info
+    assert info.confusion_matrix is None
+    assert "confusion_matrix" not in job.info
     assert job.model_sha256 is not None
     for sha in [*shas, job.model_sha256]:
         assert sim.blobs.exists(sha)
@@ -34,7 +36,8 @@ async def test_start_job_builds_shards_and_round_one(sim: Sim) -> None:
     assert (await sim.get(Blob, job.model_sha256)).kind == "weights"
 
     (rnd,) = await sim.all(Round, col(Round.job_id) == job_id)
-    assert rnd.number == 1 and rnd.weights_sha256 == job.model_sha256
+    assert rnd.number == 1
+    assert rnd.weights_sha256 == job.model_sha256
     assert rnd.deadline == T0 + 2 * 100.0  # 2 x delay_bound_s
 
     wus = await sim.wus(job_id, 1)
@@ -49,7 +52,8 @@ async def test_start_job_builds_shards_and_round_one(sim: Sim) -> None:
         assert (wu.min_quorum, wu.target_nresults) == (2, 2)
         assert wu.max_output_bytes == 2 * weights_size + OUTPUT_SIZE_SLACK
         task = TaskConfig.model_validate(wu.task)
-        assert task.dataset == "digits" and task.seed == task_seed(7, 1, wu.shard_index)
+        assert task.dataset == "digits"
+        assert task.seed == task_seed(7, 1, wu.shard_index)
         seeds.add(task.seed)
     assert len(seeds) == 3
 
@@ -82,7 +86,8 @@ async def test_start_failure_fails_the_job(sim: Sim, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(job_data, "load_dataset", missing)
     job_id = await sim.start(make_spec())
     job = await sim.get(Job, job_id)
-    assert job.state == JobState.failed and "not found" in job.error
+    assert job.state == JobState.failed
+    assert "not found" in job.error
     assert job.finished_at == T0
     assert await sim.all(Round) == []
 
@@ -99,7 +104,8 @@ async def test_next_round_once_the_round_is_done(sim: Sim) -> None:
     job: Job = await sim.get(Job, job_id)
     assert job.current_round == 2
     r2 = (await sim.all(Round, col(Round.number) == 2))[0]
-    assert r2.weights_sha256 == merged and r2.started_at == T0 + 12
+    assert r2.weights_sha256 == merged
+    assert r2.started_at == T0 + 12
     assert all(wu.transition_time == T0 + 12 for wu in await sim.wus(job_id, 2))
     # after the last round there is no next one: the job finisher ends the job
     await sim.complete_round(job_id, 2, host, T0 + 20)

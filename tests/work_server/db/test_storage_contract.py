@@ -90,13 +90,15 @@ async def test_concurrent_claims_issue_every_result_once(store: Sim) -> None:
         if not any(batches):
             break
     results = await store.all(Result)
-    assert len(results) == 24 and len(issued) == 24
+    assert len(results) == 24
+    assert len(issued) == 24
     assert sorted(issued) == sorted(r.id for r in results)  # each once, none left
     assert all(r.server_state == ServerState.in_progress for r in results)
     owners: dict[int | None, int] = {}
     for r in results:
         owners[r.host_id] = owners.get(r.host_id, 0) + 1
-    assert sum(owners.values()) == 24 and None not in owners
+    assert sum(owners.values()) == 24
+    assert None not in owners
     assert (await store.get(Job, job_id)).state == JobState.running
 
 
@@ -146,7 +148,8 @@ async def test_the_daemons_complete_a_job(store: Sim) -> None:
         await store.complete_round(job_id, number, host, T0 + 10 * number)
         assert (await store.advance(T0 + 10 * number + 1))["round_closer"] == 1
     job = await store.get(Job, job_id)
-    assert job.state == JobState.completed and job.model_sha256
+    assert job.state == JobState.completed
+    assert job.model_sha256
     rounds = await store.all(Round, col(Round.job_id) == job_id)
     assert [(r.number, r.state) for r in rounds] == [(1, RoundState.done), (2, RoundState.done)]
     assert all(r.results_success == 2 for r in rounds)
@@ -174,9 +177,14 @@ async def test_concurrent_round_closers_close_a_round_once(store: Sim) -> None:
 def test_the_directory_store_is_a_blob_storage(tmp_path: Path) -> None:
     store: BlobStorage = BlobStore(tmp_path / "blobs")
     sha = store.put(b"x" * 10)
-    assert store.put(b"x" * 10) == sha and store.get(sha) == b"x" * 10
-    assert store.list() == [sha] and store.size(sha) == 10 and store.disk_usage() == 10
-    assert store.delete(sha) and not store.exists(sha) and not store.delete(sha)
+    assert store.put(b"x" * 10) == sha
+    assert store.get(sha) == b"x" * 10
+    assert store.list() == [sha]
+    assert store.size(sha) == 10
+    assert store.disk_usage() == 10
+    assert store.delete(sha)
+    assert not store.exists(sha)
+    assert not store.delete(sha)
 
 
 @POSTGRES_ONLY  # SQLite has one writer: a claim in progress holds the whole database
@@ -191,5 +199,6 @@ async def test_claims_skip_rows_another_claim_holds(store: Sim) -> None:
         ).all()
         claimed = await asyncio.wait_for(_claim(store, second, T0 + 2), timeout=10)
         await holder.rollback()
-    assert len(claimed) == 3 and not set(claimed) & set(locked)
+    assert len(claimed) == 3
+    assert not set(claimed) & set(locked)
     assert len(await _claim(store, first, T0 + 2)) == 3  # the released rows are there again

@@ -32,7 +32,8 @@ def test_clip_hand_computed() -> None:
     assert out.weights["w"].item() == pytest.approx(0.6)
     assert out.weights["b"].item() == pytest.approx(1.0 + 0.8)
     assert out.weights["w"].dtype == torch.float32
-    assert int(out.weights["count"]) == 7 and out.num_samples == 1
+    assert int(out.weights["count"]) == 7
+    assert out.num_samples == 1
     assert clip_update(u, PREV, 5.0) is u  # within the bound: untouched
     assert clip_update(u, PREV, 10.0) is u
 
@@ -51,7 +52,8 @@ def test_clip_errors() -> None:
 def test_clipped_policy() -> None:
     assert isinstance(get_policy(SimpleAverageSpec()), SimpleAverage)
     policy = get_policy(MedianSpec(clip_norm=2.0))
-    assert isinstance(policy, Clipped) and policy.max_norm == 2.0
+    assert isinstance(policy, Clipped)
+    assert policy.max_norm == 2.0
     assert repr(policy) == "Clipped(inner=Median(), max_norm=2.0)"
     # FedAvg of (0.6, 1.8) [clipped from (3, 5)] and (0.5, 1.0) [norm 0.5, kept], samples 1:3
     out = get_policy(SimpleAverageSpec(clip_norm=1.0)).merge(

@@ -79,7 +79,8 @@ def test_median_is_bit_identical_to_a_full_sort(k: int, dtype: torch.dtype, spec
         stacked = _with_specials(stacked)
     out = get_policy(MedianSpec()).merge(_updates(stacked), {})
     reference = coordinate_median(stacked.to(torch.float64)).to(dtype)
-    assert out["w"].dtype == dtype and out["w"].shape == (3, 19)
+    assert out["w"].dtype == dtype
+    assert out["w"].shape == (3, 19)
     assert torch.equal(out["w"].isnan(), reference.isnan())
     assert torch.equal(out["w"].nan_to_num(), reference.nan_to_num())
     if not specials and dtype != torch.bfloat16:
@@ -156,14 +157,16 @@ def test_float32_overflow_falls_back_to_float64() -> None:
     updates = [Update({"w": big.clone()}, 1) for _ in range(3)]
     # float32 partial sum 3e38 + 3e38 overflows; the float64 total 3e38 does not.
     out = linear_combine(updates, {}, [1.0, 1.0, -1.0])["w"]
-    assert torch.isfinite(out).all() and torch.allclose(out, big)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out, big)
 
 
 def test_nan_and_inf_propagate_as_before() -> None:
     """Merges do not reject non-finite values (the upload API does, with a 400)."""
     rows = torch.tensor([[1.0, 1.0, math.inf], [2.0, math.nan, 1.0], [3.0, 1.0, -math.inf]])
     out = get_policy(SimpleAverageSpec()).merge(_updates(rows), {})["w"]
-    assert out[0].item() == pytest.approx((1 * 1 + 2 * 2 + 3 * 3) / 6) and out[1:].isnan().all()
+    assert out[0].item() == pytest.approx((1 * 1 + 2 * 2 + 3 * 3) / 6)
+    assert out[1:].isnan().all()
 
 
 def test_streaming_validation_names_the_bad_update() -> None:

@@ -43,7 +43,8 @@ def test_scores_hand_computed() -> None:
 def test_flatten_uses_float_tensors_only() -> None:
     u = Update({"a": torch.ones(2, 2), "n": torch.tensor(3), "b": torch.zeros(1)}, 1)
     flat = flatten_updates([u, u])
-    assert flat.shape == (2, 5) and flat.dtype == torch.float64
+    assert flat.shape == (2, 5)
+    assert flat.dtype == torch.float64
 
 
 def test_krum_needs_2f_plus_3() -> None:
@@ -71,7 +72,8 @@ def test_f_defaults_and_fallback() -> None:
 def test_krum_picks_the_central_update() -> None:
     updates = [_u(0.0, 5, count=1), _u(1.0, 1, count=2), _u(2.0, 1), _u(1e6, 100)]
     out = Krum().merge(updates, PREV)
-    assert out["x"].tolist() == [1.0] and int(out["count"]) == 2
+    assert out["x"].tolist() == [1.0]
+    assert int(out["count"]) == 2
     # a configured f that K = 4 cannot support falls back to f = 0 instead of failing
     assert Krum(byzantine_f=3).merge(updates, PREV)["x"].tolist() == [1.0]
 
@@ -103,9 +105,13 @@ def test_multi_krum_averages_the_selected() -> None:
 
 def test_get_policy_parameters() -> None:
     krum = get_policy(KrumSpec(byzantine_f=2))
-    assert isinstance(krum, Krum) and krum.byzantine_f == 2 and krum.name == "krum"
+    assert isinstance(krum, Krum)
+    assert krum.byzantine_f == 2
+    assert krum.name == "krum"
     multi = get_policy(MultiKrumSpec(multi_krum_m=3))
-    assert isinstance(multi, MultiKrum) and multi.m == 3 and multi.byzantine_f is None
+    assert isinstance(multi, MultiKrum)
+    assert multi.m == 3
+    assert multi.byzantine_f is None
     assert repr(multi) == "MultiKrum(byzantine_f=None, m=3)"
     with pytest.raises(ValueError):
         MultiKrumSpec(multi_krum_m=0)
@@ -121,7 +127,8 @@ def test_mixed_dtypes_and_shapes() -> None:
     ]
     evil = Update({"w": torch.full((2, 3), 50.0), "b": torch.zeros(3, dtype=torch.float64)}, 9)
     out = Krum(byzantine_f=1).merge([*honest, evil], {})
-    assert out["w"].dtype == torch.float32 and out["b"].dtype == torch.float64
+    assert out["w"].dtype == torch.float32
+    assert out["b"].dtype == torch.float64
     assert any(torch.equal(out["w"], u.weights["w"]) for u in honest)
 
 

@@ -39,7 +39,8 @@ PREV = {"w": torch.zeros(1, 1), "b": torch.zeros(2), "count": torch.tensor(0)}
 def test_get_policy() -> None:
     for method in ALL_METHODS:
         policy = get_policy(parse_merge_spec({"method": method}))
-        assert isinstance(policy, MergePolicy) and policy.name == method
+        assert isinstance(policy, MergePolicy)
+        assert policy.name == method
     assert get_policy(TrimmedMeanSpec(trim_ratio=0.3)).trim_ratio == 0.3  # type: ignore[attr-defined]
     assert get_policy(RegularizedSpec(factor=0.25)).factor == 0.25  # type: ignore[attr-defined]
 
@@ -52,7 +53,8 @@ def test_fedavg_hand_computed() -> None:
     assert torch.allclose(out["b"], torch.tensor([2.25, 1.0]))
     assert out["w"].dtype == torch.float32
     # Non-floating tensors come from the update with the most samples.
-    assert out["count"].dtype == torch.int64 and int(out["count"]) == 7
+    assert out["count"].dtype == torch.int64
+    assert int(out["count"]) == 7
 
 
 def test_weighted_mean_free_function() -> None:

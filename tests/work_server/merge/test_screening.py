@@ -21,7 +21,9 @@ def test_norm_outlier_rejected_with_reason() -> None:
     kept, rejected = screen_updates(updates, PREV, max_ratio=10.0)
     assert kept == [0, 1, 3]
     ((index, reason),) = rejected
-    assert index == 2 and "100" in reason and "1.75" in reason
+    assert index == 2
+    assert "100" in reason
+    assert "1.75" in reason
     # a looser ratio keeps it
     assert screen_updates(updates, PREV, max_ratio=100.0) == ([0, 1, 2, 3], [])
 
@@ -31,7 +33,8 @@ def test_non_finite_rejected_and_ignored_by_the_median() -> None:
     kept, rejected = screen_updates(updates, PREV, max_ratio=2.0)
     # finite norms 1, 1, 5: median 1, limit 2
     assert kept == [0, 2]
-    assert rejected[0] == (1, "non-finite values") and rejected[1] == (3, "non-finite values")
+    assert rejected[0] == (1, "non-finite values")
+    assert rejected[1] == (3, "non-finite values")
     assert rejected[2][0] == 4
     big = Update({"x": torch.tensor([1e200, 0.0], dtype=torch.float64)}, 1)
     prev64 = {"x": torch.zeros(2, dtype=torch.float64)}
@@ -44,7 +47,8 @@ def test_fewer_than_three_updates_skip_the_norm_test() -> None:
     kept, rejected = screen_updates(
         [_u(1.0, 0.0), _u(1e6, 0.0), _u(math.nan, 0.0)], PREV, max_ratio=1.0
     )
-    assert kept == [0, 1] and [i for i, _ in rejected] == [2]
+    assert kept == [0, 1]
+    assert [i for i, _ in rejected] == [2]
 
 
 def test_zero_median_rejects_nothing() -> None:
@@ -56,7 +60,8 @@ def test_even_count_median_and_ratio_one() -> None:
     updates = [_u(1.0, 0.0), _u(2.0, 0.0), _u(3.0, 0.0), _u(4.0, 0.0)]
     # median 2.5: with ratio 1 everything above the median goes, never a majority
     kept, rejected = screen_updates(updates, PREV, max_ratio=1.0)
-    assert kept == [0, 1] and [i for i, _ in rejected] == [2, 3]
+    assert kept == [0, 1]
+    assert [i for i, _ in rejected] == [2, 3]
 
 
 def test_errors() -> None:

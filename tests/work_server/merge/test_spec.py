@@ -41,7 +41,8 @@ def test_every_policy_has_a_spec_named_by_its_method() -> None:
     )  # fmt: skip
     for spec_type, method in zip(MERGE_SPECS, MERGE_METHODS, strict=True):
         spec = parse_merge_spec({"method": method})
-        assert type(spec) is spec_type and spec.method == method
+        assert type(spec) is spec_type
+        assert spec.method == method
         assert get_policy(spec).name == method
 
 
@@ -68,7 +69,8 @@ def test_the_own_options_reach_the_policy() -> None:
         "MultiKrum(byzantine_f=1, m=3)"
     )
     clipped = get_policy(MedianSpec(clip_norm=2.0))
-    assert isinstance(clipped, Clipped) and repr(clipped.inner) == "Median()"
+    assert isinstance(clipped, Clipped)
+    assert repr(clipped.inner) == "Median()"
 
 
 def test_a_missing_method_is_simple_average() -> None:

@@ -46,12 +46,13 @@ def test_read_idx_big_endian_int32(tmp_path: Path) -> None:
     arr = np.array([1, -2, 70000], dtype=">i4")
     (tmp_path / "b").write_bytes(_idx_bytes(arr, 0x0C))
     out = read_idx(tmp_path / "b")
-    assert out.dtype == np.int32 and out.dtype.isnative
+    assert out.dtype == np.int32
+    assert out.dtype.isnative
     np.testing.assert_array_equal(out, [1, -2, 70000])
 
 
 @pytest.mark.parametrize(
-    "data, match",
+    ("data", "match"),
     [
         (b"\x00\x00", "too short"),
         (b"\x01\x00\x08\x01" + struct.pack(">I", 1) + b"\x00", "magic"),
@@ -74,8 +75,10 @@ def test_load_mnist_from_dir_gz_and_raw(tmp_path: Path) -> None:
     for sub in ("gz", "raw"):
         ds = load_dataset("mnist", data_dir=tmp_path / sub)
         assert ds.name == "mnist"
-        assert ds.train_images.shape == (6, 28, 28) and ds.train_images.dtype == np.uint8
-        assert ds.train_labels.dtype == np.int64 and ds.test_labels.shape == (4,)
+        assert ds.train_images.shape == (6, 28, 28)
+        assert ds.train_images.dtype == np.uint8
+        assert ds.train_labels.dtype == np.int64
+        assert ds.test_labels.shape == (4,)
         assert ds.num_classes == 10
     # A parent directory holding mnist/ is accepted too.
     _write_fake_mnist(tmp_path / "parent" / "mnist")
@@ -122,16 +125,21 @@ def test_unknown_dataset() -> None:
 
 def test_digits() -> None:
     ds = load_dataset("digits")
-    assert ds.train_images.shape == (1437, 28, 28) and ds.test_images.shape == (360, 28, 28)
-    assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.int64
+    assert ds.train_images.shape == (1437, 28, 28)
+    assert ds.test_images.shape == (360, 28, 28)
+    assert ds.train_images.dtype == np.uint8
+    assert ds.train_labels.dtype == np.int64
     assert ds.train_images.max() == 255
     # 4-pixel black border like MNIST's 20x20 box in 28x28.
-    assert not ds.train_images[:, :4].any() and not ds.train_images[:, -4:].any()
-    assert not ds.train_images[:, :, :4].any() and not ds.train_images[:, :, -4:].any()
+    assert not ds.train_images[:, :4].any()
+    assert not ds.train_images[:, -4:].any()
+    assert not ds.train_images[:, :, :4].any()
+    assert not ds.train_images[:, :, -4:].any()
     # Stratified: every class in both sets, in proportion.
     train_counts = np.bincount(ds.train_labels, minlength=10)
     test_counts = np.bincount(ds.test_labels, minlength=10)
-    assert (test_counts >= 35).all() and (train_counts >= 139).all()
+    assert (test_counts >= 35).all()
+    assert (train_counts >= 139).all()
     assert load_dataset("digits") is ds
 
 
@@ -152,5 +160,6 @@ def test_real_mnist_headers() -> None:
     path = datasets._find_idx(directory, "t10k-labels-idx1-ubyte")
     assert path is not None
     labels = read_idx(path)
-    assert labels.shape == (10000,) and labels.dtype == np.uint8
+    assert labels.shape == (10000,)
+    assert labels.dtype == np.uint8
     np.testing.assert_array_equal(labels[:5], [7, 2, 1, 0, 4])

@@ -28,10 +28,13 @@ def test_evaluate_untrained_on_digits() -> None:
     ev = evaluate("lenet", initial_state("lenet", 0), ds.test_images, ds.test_labels, batch_size=97)
     assert isinstance(ev, Evaluation)
     assert 0 <= ev.accuracy <= 1
-    assert ev.loss > 0 and math.isfinite(ev.loss)
-    assert 0 <= ev.roc_auc_macro <= 1 and 0 <= ev.average_precision_macro <= 1
+    assert ev.loss > 0
+    assert math.isfinite(ev.loss)
+    assert 0 <= ev.roc_auc_macro <= 1
+    assert 0 <= ev.average_precision_macro <= 1
     cm = np.array(ev.confusion_matrix)
-    assert cm.shape == (10, 10) and cm.sum() == len(ds.test_labels)
+    assert cm.shape == (10, 10)
+    assert cm.sum() == len(ds.test_labels)
     np.testing.assert_array_equal(cm.sum(axis=1), np.bincount(ds.test_labels, minlength=10))
     assert math.isclose(ev.accuracy, np.trace(cm) / cm.sum())
     metrics = ev.metrics()
@@ -52,7 +55,8 @@ def test_constant_prediction_metrics() -> None:
     labels = np.array([3] * 5 + [1] * 15, dtype=np.int64)
     ev = evaluate("lenet", _perfect_weights(), images, labels)
     assert ev.accuracy == pytest.approx(0.25)
-    assert ev.confusion_matrix[3][3] == 5 and ev.confusion_matrix[1][3] == 15
+    assert ev.confusion_matrix[3][3] == 5
+    assert ev.confusion_matrix[1][3] == 15
     # Constant scores: every ROC AUC is 0.5.
     assert ev.roc_auc_macro == pytest.approx(0.5)
     assert ev.loss == pytest.approx((15 * 20) / 20, rel=1e-3)

@@ -25,7 +25,8 @@ def test_shard_round_trip() -> None:
     out_images, out_labels = decode_shard(encode_shard(images, labels))
     np.testing.assert_array_equal(out_images, images)
     np.testing.assert_array_equal(out_labels, labels)
-    assert out_images.dtype == np.uint8 and out_labels.dtype == np.int64
+    assert out_images.dtype == np.uint8
+    assert out_labels.dtype == np.int64
 
 
 def test_encode_shard_casts_int_labels() -> None:
@@ -35,7 +36,7 @@ def test_encode_shard_casts_int_labels() -> None:
 
 
 @pytest.mark.parametrize(
-    "images, labels",
+    ("images", "labels"),
     [
         (np.zeros((2, 28, 28), np.float32), np.zeros(2, np.int64)),
         (np.zeros((2, 28, 27), np.uint8), np.zeros(2, np.int64)),
@@ -68,7 +69,8 @@ def test_weights_round_trip_with_metadata() -> None:
     out = decode_weights(data)
     assert out.keys() == state.keys()
     for k in state:
-        assert torch.equal(out[k], state[k]) and out[k].dtype == state[k].dtype
+        assert torch.equal(out[k], state[k])
+        assert out[k].dtype == state[k].dtype
     assert read_metadata(data) == {"report": '{"a": 1}'}
     assert read_metadata(encode_weights(state)) == {}
 

@@ -19,7 +19,8 @@ def _check_partition(shards: list[np.ndarray], n: int, n_shards: int) -> None:
     assert all(s.dtype == np.int64 for s in shards)
     allidx = np.concatenate(shards)
     assert len(allidx) == n == len(np.unique(allidx))
-    assert allidx.min() == 0 and allidx.max() == n - 1
+    assert allidx.min() == 0
+    assert allidx.max() == n - 1
 
 
 @pytest.mark.parametrize("method", METHODS)

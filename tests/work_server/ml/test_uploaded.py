@@ -34,7 +34,8 @@ def npz(**arrays: Any) -> bytes:
 def test_npz_with_images_and_labels_is_split_80_20() -> None:
     images, labels = images_labels(100)
     ds = parse_upload("d.npz", npz(images=images, labels=labels))
-    assert len(ds.train_labels) == 80 and len(ds.test_labels) == 20
+    assert len(ds.train_labels) == 80
+    assert len(ds.test_labels) == 20
     assert ds.train_labels.dtype == np.int64
     assert sorted(np.bincount(ds.test_labels).tolist()) == [2] * 10  # per class
 
@@ -50,7 +51,8 @@ def test_safetensors_with_a_given_split() -> None:
         }
     )
     ds = parse_upload("d.safetensors", data)
-    assert ds.train_images.shape == (50, 28, 28) and len(ds.test_labels) == 10
+    assert ds.train_images.shape == (50, 28, 28)
+    assert len(ds.test_labels) == 10
 
 
 def test_canonical_blob_round_trips() -> None:

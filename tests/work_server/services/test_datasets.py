@@ -65,13 +65,16 @@ async def test_stores_blob_and_rows_and_keeps_the_first_name(
     blobs = BlobStore(tmp_path / "blobs")
     stored = await store(sessions, blobs, npz(), "first")
     assert (stored.name, stored.num_train, stored.num_test) == ("first", 80, 20)
-    assert blobs.exists(stored.sha256) and blobs.size(stored.sha256) == stored.size
+    assert blobs.exists(stored.sha256)
+    assert blobs.size(stored.sha256) == stored.size
     again = await store(sessions, blobs, npz(), "second")
     assert again.sha256 == stored.sha256
     async with sessions() as session:
         [row] = (await session.exec(select(UploadedDataset))).all()
         [blob] = (await session.exec(select(Blob))).all()
-    assert row.name == "first" and row.num_train == 80 and row.created_at == NOW
+    assert row.name == "first"
+    assert row.num_train == 80
+    assert row.created_at == NOW
     assert (blob.sha256, blob.kind, blob.size) == (stored.sha256, "dataset", stored.size)
 
 

@@ -107,7 +107,8 @@ def test_operator_trains_from_the_browser(tmp_path: Path) -> None:
             expect(page).to_have_url(f"{base}/dashboard")
             expect(page.get_by_text("No job yet")).to_be_visible()
             [cookie] = [c for c in context.cookies() if c["name"] == "yadml_session"]
-            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+            assert cookie["httpOnly"]
+            assert cookie["sameSite"] == "Strict"
 
             # 2. start a digits job from the form
             nav(page, "Jobs")

@@ -26,7 +26,8 @@ def test_accuracy_chart_is_valid_accessible_svg() -> None:
     assert root.get("role") == "img"
     assert root.find(f"{SVG}title") is not None
     desc = root.find(f"{SVG}desc")
-    assert desc is not None and "round 3: accuracy 0.9000" in (desc.text or "")
+    assert desc is not None
+    assert "round 3: accuracy 0.9000" in (desc.text or "")
     assert len(root.findall(f".//{SVG}circle[@class='point-accuracy']")) == 3
     assert len(root.findall(f".//{SVG}polyline")) == 2
     assert root.get("data-points") == "3"
@@ -44,9 +45,11 @@ def test_heatmap_is_valid_and_escapes_labels() -> None:
     svg = confusion_heatmap(matrix, labels=["<cat>", "dog & co"])
     root = ET.fromstring(str(svg))
     assert len(root.findall(f".//{SVG}rect[@class='cell']")) == 4
-    assert "<cat>" not in str(svg) and "&lt;cat&gt;" in str(svg)
+    assert "<cat>" not in str(svg)
+    assert "&lt;cat&gt;" in str(svg)
     desc = root.find(f"{SVG}desc")
-    assert desc is not None and "17 on the diagonal" in (desc.text or "")
+    assert desc is not None
+    assert "17 on the diagonal" in (desc.text or "")
 
 
 def _run_cli(monkeypatch: pytest.MonkeyPatch, argv: list[str], stdin: str) -> int:
@@ -71,7 +74,8 @@ def test_operator_create_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     args = ["operator", "create", "--state-dir", str(state), "--username", "bob"]
     assert _run_cli(monkeypatch, [*args, "--password-stdin"], "a long password\n") == 0
     [op] = _operators(state)
-    assert op.username == "bob" and op.password_hash.startswith("$argon2id$")
+    assert op.username == "bob"
+    assert op.password_hash.startswith("$argon2id$")
     assert Passwords().verify_sync(op.password_hash, "a long password")
     # no second operator of the same name; short passwords refused
     assert _run_cli(monkeypatch, [*args, "--password-stdin"], "another password\n") == 1

@@ -39,19 +39,23 @@ async def test_start_a_job_from_the_form_and_refuse_a_second(logged_in: Client) 
     assert client.app is not None
     async with client.app[keys.SESSIONMAKER]() as session:
         [job] = (await session.exec(select(Job))).all()
-    assert job.spec["dataset"] == "digits" and job.spec["rounds"] == 2
-    assert job.spec["lr"] == 0.002 and job.spec["merge"]["method"] == "median"
+    assert job.spec["dataset"] == "digits"
+    assert job.spec["rounds"] == 2
+    assert job.spec["lr"] == 0.002
+    assert job.spec["merge"]["method"] == "median"
     assert job.spec["runtimes"] == ["process"]
 
     r = await post_form(client, "/jobs", JOB_FORM)
     assert r.status == 409
     html = await r.text()
-    assert "already running" in html and 'id="form-errors"' in html
+    assert "already running" in html
+    assert 'id="form-errors"' in html
     async with client.app[keys.SESSIONMAKER]() as session:
         assert len((await session.exec(select(Job))).all()) == 1
 
     page = await (await client.get("/jobs/1")).text()
-    assert "Round 0 of 2" in page and "pending" in page
+    assert "Round 0 of 2" in page
+    assert "pending" in page
     listing = await (await client.get("/jobs")).text()
     assert 'href="/jobs/1"' in listing
 
@@ -60,7 +64,8 @@ async def test_bad_form_values_are_explained(logged_in: Client) -> None:
     r = await post_form(logged_in, "/jobs", {**JOB_FORM, "rounds": "0", "lr": "abc"})
     assert r.status == 422
     html = await r.text()
-    assert "Rounds (global epochs)" in html and "Learning rate" in html
+    assert "Rounds (global epochs)" in html
+    assert "Learning rate" in html
     # the operator's values are kept in the form
     assert re.search(r'name="lr" type="number" step="any" value="abc"', html)
 
@@ -134,11 +139,14 @@ async def test_dashboard_shows_progress_chart_metrics_and_heat_map(logged_in: Cl
     for path in ("/dashboard", "/dashboard/live"):
         html = await (await client.get(path)).text()
         assert "Round 2 of 2" in html
-        assert 'id="dash-accuracy-chart"' in html and 'data-points="2"' in html
+        assert 'id="dash-accuracy-chart"' in html
+        assert 'data-points="2"' in html
         assert html.count('class="point-accuracy"') == 2
         assert html.count('class="cell"') == 100
-        assert 'id="latest-metrics"' in html and "0.9000" in html  # accuracy after round 2
-        assert "<title" in html and "<desc" in html
+        assert 'id="latest-metrics"' in html
+        assert "0.9000" in html
+        assert "<title" in html
+        assert "<desc" in html
     live = await (await client.get("/dashboard/live")).text()
     assert "<html" not in live  # a fragment, for live.js
 
@@ -152,15 +160,19 @@ async def test_completed_job_offers_model_and_report(logged_in: Client) -> None:
     run_dir.mkdir(parents=True)
     (run_dir / "report.json").write_text('{"job_id": 1}')
     html = await (await client.get("/jobs/1")).text()
-    assert 'id="download-model"' in html and "/jobs/1/report/report.json" in html
+    assert 'id="download-model"' in html
+    assert "/jobs/1/report/report.json" in html
     assert 'id="cancel-job"' not in html
     r = await client.get("/jobs/1/model")
-    assert r.status == 200 and await r.read() == b"final model bytes"
+    assert r.status == 200
+    assert await r.read() == b"final model bytes"
     assert "attachment" in r.headers["Content-Disposition"]
     r = await client.get("/jobs/1/report/report.json")
-    assert r.status == 200 and (await r.read()) == b'{"job_id": 1}'
+    assert r.status == 200
+    assert (await r.read()) == b'{"job_id": 1}'
     r = await client.get("/jobs/1/report/secret.txt")
-    assert r.status == 404 and "<html" in await r.text()
+    assert r.status == 404
+    assert "<html" in await r.text()
 
 
 async def test_cancel_a_job(logged_in: Client) -> None:
@@ -171,10 +183,12 @@ async def test_cancel_a_job(logged_in: Client) -> None:
     assert client.app is not None
     async with client.app[keys.SESSIONMAKER]() as session:
         job = await session.get(Job, 1)
-        assert job is not None and job.state == "cancelled"
+        assert job is not None
+        assert job.state == "cancelled"
     # cancelling again: a readable HTML refusal
     r = await post_form(client, "/jobs/1/cancel", {})
-    assert r.status == 409 and "already cancelled" in await r.text()
+    assert r.status == 409
+    assert "already cancelled" in await r.text()
     # and now a new job may start
     assert (await post_form(client, "/jobs", JOB_FORM)).status == 303
 
@@ -209,8 +223,11 @@ async def test_hosts_page_and_ban(logged_in: Client) -> None:
         await session.commit()
         host_id = host.id
     html = await (await client.get("/hosts")).text()
-    assert "&lt;b&gt;pc&lt;/b&gt;" in html and "<b>pc</b>" not in html  # escaped
-    assert "process, docker" in html and "12.5" in html and "2 min ago" in html
+    assert "&lt;b&gt;pc&lt;/b&gt;" in html
+    assert "<b>pc</b>" not in html
+    assert "process, docker" in html
+    assert "12.5" in html
+    assert "2 min ago" in html
     r = await post_form(
         client,
         f"/hosts/{host_id}/ban",
@@ -219,13 +236,16 @@ async def test_hosts_page_and_ban(logged_in: Client) -> None:
     assert r.status == 303
     async with client.app[keys.SESSIONMAKER]() as session:
         h = await session.get(Host, host_id)
-        assert h is not None and h.banned
+        assert h is not None
+        assert h.banned
     html = await (await client.get(r.headers["Location"])).text()
-    assert "banned" in html and "Unban" in html
+    assert "banned" in html
+    assert "Unban" in html
     r = await post_form(client, f"/hosts/{host_id}/unban", {})
     async with client.app[keys.SESSIONMAKER]() as session:
         h = await session.get(Host, host_id)
-        assert h is not None and not h.banned
+        assert h is not None
+        assert not h.banned
     r = await post_form(client, "/hosts/999/ban", {})
     assert r.status == 404
 

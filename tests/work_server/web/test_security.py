@@ -91,7 +91,8 @@ async def test_forms_answer_401_without_a_session(client: Client, path: str) -> 
     async with client.app[keys.SESSIONMAKER]() as session:
         assert (await session.exec(select(Job))).all() == []
         host = await session.get(Host, host_id)
-        assert host is not None and not host.banned
+        assert host is not None
+        assert not host.banned
 
 
 async def test_a_bad_session_cookie_is_no_session(client: Client) -> None:
@@ -125,7 +126,8 @@ async def test_forms_without_the_csrf_token_are_refused(
     async with client.app[keys.SESSIONMAKER]() as session:
         assert (await session.exec(select(Job))).all() == []
         host = await session.get(Host, host_id)
-        assert host is not None and not host.banned
+        assert host is not None
+        assert not host.banned
         assert len((await session.exec(select(WebSession))).all()) == 1  # still logged in
 
 
@@ -161,7 +163,8 @@ def _set_cookie_headers(r: Any, name: str) -> list[str]:
 async def test_session_cookie_flags(client: Client) -> None:
     page = await client.get("/login")
     [login_cookie] = _set_cookie_headers(page, "yadml_login_csrf")
-    assert "HttpOnly" in login_cookie and "SameSite=Strict" in login_cookie
+    assert "HttpOnly" in login_cookie
+    assert "SameSite=Strict" in login_cookie
     r = await login(client)
     assert r.status == 303
     [cookie] = _set_cookie_headers(r, "yadml_session")
@@ -195,7 +198,8 @@ async def test_session_cookie_is_secure_when_configured(
     )
     assert r.status == 303
     [cookie] = _set_cookie_headers(r, "yadml_session")
-    assert "Secure" in cookie and "HttpOnly" in cookie
+    assert "Secure" in cookie
+    assert "HttpOnly" in cookie
 
 
 async def test_wrong_password_is_slowed_down(client: Client, sleeps: Sleeps) -> None:
@@ -215,7 +219,8 @@ async def test_wrong_password_is_slowed_down(client: Client, sleeps: Sleeps) -> 
     assert sleeps.delays[-1] == 4.0
     # and a success clears the user's record (the address keeps its own)
     throttle = client.app[WEB_AUTH].throttle if client.app is not None else None
-    assert throttle is not None and throttle.delay_for([f"user:{USER}"]) == 0
+    assert throttle is not None
+    assert throttle.delay_for([f"user:{USER}"]) == 0
 
 
 async def test_unknown_user_is_slowed_down_the_same(client: Client, sleeps: Sleeps) -> None:
@@ -239,7 +244,8 @@ async def test_logout_ends_the_session(logged_in: Client) -> None:
     client = logged_in
     token = await page_csrf(client)
     r = await client.post("/logout", data={"csrf_token": token}, allow_redirects=False)
-    assert r.status == 303 and r.headers["Location"].startswith("/login")
+    assert r.status == 303
+    assert r.headers["Location"].startswith("/login")
     assert client.app is not None
     async with client.app[keys.SESSIONMAKER]() as session:
         assert (await session.exec(select(WebSession))).all() == []
@@ -275,7 +281,8 @@ async def test_session_token_is_stored_hashed(logged_in: Client) -> None:
     assert client.app is not None
     async with client.app[keys.SESSIONMAKER]() as session:
         [row] = (await session.exec(select(WebSession))).all()
-    assert row.token_hash != cookie and len(row.token_hash) == 64
+    assert row.token_hash != cookie
+    assert len(row.token_hash) == 64
 
 
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil"])
@@ -294,7 +301,8 @@ async def test_login_never_redirects_off_site(client: Client, target: str) -> No
 async def test_pages_send_security_headers(logged_in: Client) -> None:
     r = await logged_in.get("/dashboard")
     csp = r.headers["Content-Security-Policy"]
-    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "script-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
     assert r.headers["X-Content-Type-Options"] == "nosniff"
     assert r.headers["Cache-Control"] == "no-store"
 
@@ -304,7 +312,8 @@ async def test_every_html_answer_has_the_headers_and_json_keeps_its_own(client: 
     assert "frame-ancestors 'none'" in public.headers["Content-Security-Policy"]
     assert "Cache-Control" not in public.headers  # nothing private on it
     refused = await client.get("/dashboard/live")  # a fragment without a session: HTML 401
-    assert refused.status == 401 and refused.content_type == "text/html"
+    assert refused.status == 401
+    assert refused.content_type == "text/html"
     assert refused.headers["X-Frame-Options"] == "DENY"
     api = await client.get("/api/v1/status")
     assert api.content_type == "application/json"

@@ -35,8 +35,11 @@ async def test_upload_and_train_from_it(logged_in: Client) -> None:
     async with client.app[keys.SESSIONMAKER]() as session:
         [ds] = (await session.exec(select(UploadedDataset))).all()
         blob = await session.get(Blob, ds.sha256)
-    assert ds.name == "my digits" and ds.num_train == 160 and ds.num_test == 40
-    assert blob is not None and client.app[keys.BLOBS].exists(ds.sha256)
+    assert ds.name == "my digits"
+    assert ds.num_train == 160
+    assert ds.num_test == 40
+    assert blob is not None
+    assert client.app[keys.BLOBS].exists(ds.sha256)
     page = await (await client.get("/jobs")).text()
     assert f'value="upload:{ds.sha256}"' in page
     token = await page_csrf(client, "/jobs")
@@ -54,7 +57,8 @@ async def test_upload_and_train_from_it(logged_in: Client) -> None:
     assert r.status == 303, await r.text()
     async with client.app[keys.SESSIONMAKER]() as session:
         [job] = (await session.exec(select(Job))).all()
-        assert job.spec["dataset"] == "upload" and job.spec["dataset_sha256"] == ds.sha256
+        assert job.spec["dataset"] == "upload"
+        assert job.spec["dataset_sha256"] == ds.sha256
         await start_job(
             session, job, time.time(), blobs=client.app[keys.BLOBS], data_dir=None, fashion_dir=None
         )
@@ -62,7 +66,8 @@ async def test_upload_and_train_from_it(logged_in: Client) -> None:
         await session.refresh(job)
     assert job.state == "running"
     info = job_info.load(job)
-    assert info.num_train_samples == 160 and info.num_test_samples == 40
+    assert info.num_train_samples == 160
+    assert info.num_test_samples == 40
 
 
 async def test_refused_upload_stores_nothing(logged_in: Client) -> None:
@@ -70,7 +75,8 @@ async def test_refused_upload_stores_nothing(logged_in: Client) -> None:
     r = await upload(client, "bad.npz", pickled_npz())
     assert r.status == 422
     html = await r.text()
-    assert 'id="upload-error"' in html and "bad.npz was refused" in html
+    assert 'id="upload-error"' in html
+    assert "bad.npz was refused" in html
     assert client.app is not None
     async with client.app[keys.SESSIONMAKER]() as session:
         assert (await session.exec(select(UploadedDataset))).all() == []
