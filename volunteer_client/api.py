@@ -9,6 +9,7 @@ place that sees httpx exceptions and HTTP status codes: they are mapped to
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import hashlib
 import ssl
@@ -279,7 +280,8 @@ class ServerAPI:
 
         ``url`` is the assignment's ``upload.url`` when given (absolute or relative).
         """
-        content = data.read_bytes() if isinstance(data, Path) else data
+        # A result file can be hundreds of MB on a slow disk: read it off the event loop.
+        content = await asyncio.to_thread(data.read_bytes) if isinstance(data, Path) else data
         body = await self._request(
             "PUT",
             url if url is not None else f"{API_PREFIX}/results/{result_id}",

@@ -208,7 +208,7 @@ async def _attach(
             return 1
         runtimes = _usable_runtimes(runtimes)
         request = detect_host(name, runtimes)
-        ca = str(ca_cert.resolve()) if ca_cert is not None else None
+        ca = str(await asyncio.to_thread(ca_cert.resolve)) if ca_cert is not None else None
         async with ServerAPI(base_url=url, ca_cert=ca) as api:
             info = await api.project()
             pinned = pin_project_keys(info, expected_fingerprint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -93,7 +94,7 @@ async def job_report_file(request: web.Request) -> web.StreamResponse:
     if name not in ("report.json", "accuracy.png", "confusion.png"):
         raise NotFound("report files are report.json, accuracy.png and confusion.png")
     path: Path = request.app[keys.CONFIG].runs_dir / str(job_id) / name
-    if not path.is_file():
+    if not await asyncio.to_thread(path.is_file):
         raise NotFound(f"job {job_id} has no {name} yet")
     return web.FileResponse(path)
 

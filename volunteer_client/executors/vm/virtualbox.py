@@ -172,7 +172,7 @@ class VirtualBoxDriver(VmDriver):
                 "--format",
                 "RAW",
             )
-            Path(str(run.output_disk) + ".out").replace(run.output_disk)
+            await asyncio.to_thread(Path(str(run.output_disk) + ".out").replace, run.output_disk)
             return VmExit(timed_out=False, elapsed_s=time.monotonic() - started)
         finally:
             if created:
