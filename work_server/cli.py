@@ -8,6 +8,7 @@ import os
 import re
 import ssl
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from aiohttp import web
@@ -20,6 +21,12 @@ from work_server.ratelimit import Rate
 from work_server.web.cli import add_operator_parser, operator_main
 from yadml_common.fsutil import atomic_write
 from yadml_common.wire import IMAGE_DIGEST_PATTERN
+
+#: What each ``DaemonIntervals`` field paces, for ``--interval-<field>``'s help.
+_INTERVAL_HELP = {
+    "aggregator": "round closer, work generator and job finisher",
+    "file_deleter": "file deleter",
+}
 
 
 def _operator_token(state_dir: Path) -> tuple[str, bool]:
@@ -84,12 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.max_retry_after_s,
         help="the longest wait a host is told",
     )
-    for name in ("transitioner", "validator", "aggregator", "file_deleter"):
+    for field in fields(DaemonIntervals):
         serve.add_argument(
-            f"--interval-{name.replace('_', '-')}",
+            f"--interval-{field.name.replace('_', '-')}",
             type=float,
-            default=getattr(d.intervals, name),
-            help=f"seconds between {name} runs",
+            default=getattr(d.intervals, field.name),
+            help=f"seconds between runs of the {_INTERVAL_HELP.get(field.name, field.name)}",
         )
     serve.add_argument(
         "--no-daemons",
@@ -195,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # aiohttp's access log would be one line per request; keep it at WARNING
+    # aiohttp's access log would be one line per request, APScheduler's two lines per daemon
+    # run (most of a server's log otherwise); keep them at WARNING
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     token, generated = _operator_token(args.state_dir)
     if generated:
         print(

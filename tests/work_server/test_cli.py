@@ -3,6 +3,7 @@ reaches the config."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 from work_server.cli import build_parser, server_config
@@ -56,3 +57,8 @@ def test_options_reach_the_config() -> None:
     assert config.project_name == "P"
     assert config.rate_work_per_host == Rate(2.0, 10.0)
     assert config.trusted_proxies == frozenset({"10.0.0.1"})
+
+
+def test_every_daemon_interval_has_an_option() -> None:
+    args = vars(build_parser().parse_args(["serve"]))
+    assert {f"interval_{f.name}" for f in fields(DaemonIntervals)} <= set(args)
