@@ -3,7 +3,7 @@
 For K updates of P parameters (LeNet: 61,706; the CNN of the FedAvg paper: 1,663,370),
 time each merge policy and compare it with the floor: one numpy pass reading the same
 K*P float32 values (``acc += x_k``), timed in the same run. Updates are served lazily from
-a pool of distinct arrays, as the aggregator serves them from blob files, so a streaming
+a pool of distinct arrays, as the round closer reads them from blob files, so a streaming
 policy never holds all K updates; the table reports peak extra memory (tracemalloc does not
 see torch, so we measure the peak RSS delta of a fresh subprocess per cell). Each time is the
 best of up to 3 runs when a run is short (under ``REPEAT_BELOW_S``), so a loaded machine's
@@ -160,7 +160,7 @@ def main() -> int:
         for k in ks:
             for policy in POLICIES:
                 if policy == "krum" and k * _params(model) > 20_000_000:
-                    continue  # O(K^2 P) pairwise distances: see README
+                    continue  # O(K^2 P) pairwise distances: see docs/performance.md
                 out = subprocess.run(
                     common.module_command("bench.aggregation", "--cell", model, str(k), policy),
                     cwd=common.ROOT,

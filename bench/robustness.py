@@ -329,7 +329,7 @@ def run_scenario(sc: Scenario, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def markdown_table(data: dict[str, Any]) -> str:
-    """The README table of every measured scenario."""
+    """The table (docs/robustness.md) of every measured scenario."""
     base = data.get("scenarios", {}).get("baseline", {}).get("final_accuracy")
     lines = [
         "| scenario | final acc. | vs baseline | rounds | valid / invalid / client err. / "
@@ -363,7 +363,7 @@ def markdown_table(data: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = common.bench_parser(__doc__, results="robustness")
     p.add_argument("--only", default="", help="comma-separated scenario names")
-    p.add_argument("--table", action="store_true", help="print the README table of --output")
+    p.add_argument("--table", action="store_true", help="print the docs/robustness.md table of --output")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--volunteers", type=int, default=10)
     p.add_argument("--train-subset", type=int, default=10000)

@@ -50,7 +50,7 @@ LABELS = {
     "process": "executor - trainer: process start + teardown (or warm hand-off)",
     "trainer": "trainer: read inputs, train, write output",
     "upload": "trained -> result on the server",
-    "validate_wait": "last result -> aggregator run (transitioner, validator)",
+    "validate_wait": "last result -> round-closer run (transitioner, validator)",
     "aggregate": "merge + evaluate (10,000 test images) + report",
 }
 

@@ -6,7 +6,7 @@ each round every client trains from the global weights with the volunteer traine
 :func:`yadml_trainer.trainer.train_state` and encodes its output exactly as the trainer
 does (:func:`yadml_trainer.trainer.encode_output`, written as the safetensors bytes it
 would upload, report included); the server side decodes each upload with the validator's
-and aggregator's :func:`work_server.ml.updates.decode_result`, merges with the job's policy
+and round closer's :func:`work_server.ml.updates.decode_result`, merges with the job's policy
 (simple average) and evaluates on the 10,000 test images. Training is deterministic, so the
 runs differ only by the encoding. The fp32 run is the baseline of the same invocation.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +11,17 @@ from bench.scalesim.engine import Engine, SimConfig
 from bench.scalesim.hosts import HostModel
 from bench.scalesim.report import analyse
 from bench.scalesim.server import SimServer
+from work_server.config import ServerConfig
 from work_server.job_spec import JobSpec, ReplicationPolicy
 
 #: the simulation starts here (a fixed UNIX time: runs are reproducible)
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 #: idle polling may take at most this share of the server when the poll interval is picked
 TARGET_POLL_LOAD = 0.5
-DEFAULT_RETRY_AFTER_S = 2.0  # ServerConfig.retry_after_s
+#: the server's own default wait for a host told "no work" (one source: ``ServerConfig``)
+DEFAULT_RETRY_AFTER_S: float = next(
+    f.default for f in fields(ServerConfig) if f.name == "retry_after_s"
+)  # type: ignore[assignment]
 
 
 def job_spec(*, shards: int, rounds: int, delay_bound_s: float) -> JobSpec:

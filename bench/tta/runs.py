@@ -5,7 +5,7 @@ Evaluation cadence, the same on both sides: the model is evaluated on the whole 
 after every epoch (centralised) or every round (the system, ``local_epochs = 1``: 4 shards x
 15,000 samples). The clock stops
 when that evaluation is done and its accuracy is >= the target; the evaluations are on the
-clock on both sides (the server's aggregator evaluates every round anyway).
+clock on both sides (the server's round closer evaluates every round anyway).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Where the system's wall time went, from the timestamps it already records.
 
-Sources: the server database (``Round.closed_at`` = when the aggregator's run that closed the
+Sources: the server database (``Round.closed_at`` = when the round closer's run that closed the
 round began; ``Result.sent_at``/``received_at``; the trainer's ``TrainReport.elapsed_s``), the
 server log (``job J started``, ``job J round N closed`` = merged, evaluated and about to
 commit) and the clients' logs (``unit R: running`` = inputs on disk, executor starts;
@@ -15,8 +15,8 @@ Each round is split along its critical path (the unit that arrived last):
   the warm process' hand-off);
 * ``trainer``: the trainer's own time (reading inputs, training, writing the output);
 * ``upload``: executor returned -> the server has the result;
-* ``validate_wait``: last result in -> the aggregator's run that closes the round begins
-  (transitioner, validator, aggregator intervals or wakes);
+* ``validate_wait``: last result in -> the round closer's run that closes the round begins
+  (transitioner, validator, round-closer intervals or wakes);
 * ``aggregate``: merge + evaluate on the test set + report.
 
 They add up to the round's wall time exactly (one clock; log times have 1 ms resolution).

@@ -5,7 +5,7 @@ Daemons hand work to each other only through the state columns here:
 
 * ``WorkUnit.transition_time`` <= now  -> the transitioner looks at the work unit;
 * ``WorkUnit.need_validate``          -> the validator looks at it;
-* ``WorkUnit.canonical_result_id`` / ``WorkUnit.state`` -> the aggregator closes rounds;
+* ``WorkUnit.canonical_result_id`` / ``WorkUnit.state`` -> the round closer closes rounds;
 * blobs no row references            -> the file deleter removes them.
 """
 

@@ -13,7 +13,7 @@ For the previous global weights ``p`` and update ``w_k``, with the delta norm
 With fewer than 3 updates there is no majority to compare with, so only non-finite ones go.
 Because at least half of the updates are at or below the median and ``max_ratio >= 1``, the
 norm test never rejects a majority. Screening only decides; the caller removes the updates and
-records why (the aggregator marks such results invalid).
+records why (the round closer marks such results invalid).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 per policy (declared next to the policy), discriminated by ``method``.
 
 :class:`MergeSpecBase` holds the robustness options that apply to any method and builds the
-policy. Order of operations in the aggregator: screening (``screen_norm_ratio``) drops
+policy. Order of operations in the round closer: screening (``screen_norm_ratio``) drops
 outlying updates, clipping (``clip_norm``) bounds the rest, then ``method`` combines them.
 
 Every spec forbids unknown keys, with one exception for compatibility: until specs were split

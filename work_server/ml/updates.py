@@ -2,7 +2,7 @@
 
 The upload handler checks the encoded layout strictly (:func:`expected_upload_layout`,
 :func:`check_scales`) before anything is stored; the blob store keeps the bytes as they
-came (the smaller form). Every reader of a result blob (the validator, the aggregator) goes
+came (the smaller form). Every reader of a result blob (the validator, the round closer) goes
 through :func:`decode_result`, which gives float32 weights whatever the encoding, so
 screening, replica agreement and merging never see an encoded update.
 """
