@@ -136,13 +136,17 @@ async def run_hosts(
     *,
     job_id: int,
     operator_token: str,
-    timeout: float,
+    stop_after_s: float,
     alive: Callable[[str], bool] = lambda _: True,
 ) -> Tally:
-    """``n_hosts`` simulated volunteers until job ``job_id`` is finished or ``timeout``."""
+    """``n_hosts`` simulated volunteers until job ``job_id`` is finished or ``stop_after_s``.
+
+    A soft deadline rather than ``asyncio.timeout``: each host finishes the request it is in
+    and the tally of what was issued and accepted comes back either way.
+    """
     tally = Tally()
     servers = Servers(urls, alive)
-    stop_at = time.monotonic() + timeout
+    stop_at = time.monotonic() + stop_after_s
     async with httpx.AsyncClient(timeout=30) as client:
         await asyncio.gather(
             _watch(client, servers, job_id, operator_token, tally, stop_at),

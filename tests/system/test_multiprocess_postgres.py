@@ -112,7 +112,7 @@ def hosts(procs: list[ServerProcess], job_id: int, timeout: float) -> Tally:
             HOSTS,
             job_id=job_id,
             operator_token=OPERATOR,
-            timeout=timeout,
+            stop_after_s=timeout,
             alive=lambda url: alive(by_url[url]),
         )
     )

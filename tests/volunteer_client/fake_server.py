@@ -7,6 +7,7 @@ end-to-end tests.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -53,6 +54,8 @@ class FakeWorkServer:
         self.upload_attempts: dict[int, int] = {}
         self.failures: dict[int, FailureReport] = {}
         self.heartbeats: list[HeartbeatRequest] = []
+        #: notified after each heartbeat is recorded, so tests wait on it instead of polling
+        self.heartbeat_arrived = asyncio.Condition()
         self.work_requests: list[WorkRequest] = []
         self.registered: list[HostRegisterRequest] = []
         self.abort: set[int] = set()
@@ -189,6 +192,8 @@ class FakeWorkServer:
             return denied
         body = HeartbeatRequest.model_validate_json(await request.read())
         self.heartbeats.append(body)
+        async with self.heartbeat_arrived:
+            self.heartbeat_arrived.notify_all()
         abort = sorted(u.result_id for u in body.running if u.result_id in self.abort)
         return web.json_response({"abort": abort})
 

@@ -16,6 +16,8 @@ from volunteer_client.state import PendingFailure, StateDir, UnitRecord
 
 from ..fake_server import TOKEN, FakeWorkServer
 
+REPO = str(Path(__file__).resolve().parents[3])
+
 
 class FakeExecutor(Executor):
     """In-process executor: copies the weights to the output, fails, or blocks."""
@@ -239,17 +241,17 @@ async def test_abort_from_heartbeat_cancels_the_unit(
     daemon = _daemon(api, state, executor, heartbeat_s=0.05)
     runner = asyncio.create_task(daemon.run_once())
 
-    async def progress_reported() -> None:
+    def progress_reported() -> bool:
         # Heartbeats run on real time: on a loaded machine the first ones may go out
         # while the unit still downloads, so wait for one that carries its progress.
-        while not any(
+        return any(
             (u.result_id, u.fraction_done) == (1, 0.25)
             for beat in fake_server.heartbeats
             for u in beat.running
-        ):
-            await asyncio.sleep(0.01)
+        )
 
-    await asyncio.wait_for(progress_reported(), timeout=10)
+    async with asyncio.timeout(10), fake_server.heartbeat_arrived:
+        await fake_server.heartbeat_arrived.wait_for(progress_reported)
     fake_server.abort = {1}
     assert await asyncio.wait_for(runner, timeout=10) == 1
     assert executor.cancelled == 1
@@ -313,8 +315,7 @@ async def test_daemon_with_the_process_executor(
 ) -> None:
     from volunteer_client.executors import ProcessExecutor
 
-    repo = str(Path(__file__).resolve().parents[3])
     fake_server.add_unit(1, weights=b"weights from the server")
-    executor = ProcessExecutor(module="tests.volunteer_client.fake_trainer", pythonpath=[repo])
+    executor = ProcessExecutor(module="tests.volunteer_client.fake_trainer", pythonpath=[REPO])
     assert await _daemon(api, state, executor, threads=1).run_once() == 1
     assert fake_server.uploads == {1: b"weights from the server"}

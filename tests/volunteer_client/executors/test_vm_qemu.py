@@ -8,6 +8,7 @@ small ``digits`` shard. Locally these tests skip when QEMU or the image is missi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -128,9 +129,9 @@ async def test_restarted_client_kills_its_orphaned_vms(tmp_path: Path, qemu_read
     (leftover / f"{prefix}3-abcdef.qcow2").write_bytes(b"overlay")
     (spool / "someone-else").mkdir()
     # A VM a killed client left running (paused here: it needs no disk).
-    orphan = subprocess.Popen(
-        ["qemu-system-x86_64", "-name", f"{prefix}3-abcdef", "-accel", "tcg", "-m", "64",
-         "-nodefaults", "-display", "none", "-S", "-nic", "none"],
+    orphan = await asyncio.create_subprocess_exec(
+        "qemu-system-x86_64", "-name", f"{prefix}3-abcdef", "-accel", "tcg", "-m", "64",
+        "-nodefaults", "-display", "none", "-S", "-nic", "none",
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -140,13 +141,14 @@ async def test_restarted_client_kills_its_orphaned_vms(tmp_path: Path, qemu_read
             await asyncio.sleep(0.1)
         executor = VmExecutor(VmOptions(driver="qemu", client_id="test-orphan", spool_dir=spool))
         assert await asyncio.to_thread(executor.cleanup) == 2
-        assert await asyncio.to_thread(orphan.wait, 10) != 0
+        assert await asyncio.wait_for(orphan.wait(), 10) != 0
         assert _qemu_processes(prefix) == []
         assert sorted(p.name for p in spool.iterdir()) == ["someone-else"]
     finally:
-        if orphan.poll() is None:
-            orphan.kill()
-            orphan.wait()
+        if orphan.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                orphan.kill()
+            await orphan.wait()
 
 
 def test_image_manifest_matches_its_files(qemu_ready: None) -> None:

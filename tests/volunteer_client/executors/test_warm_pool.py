@@ -46,6 +46,8 @@ class FakeLauncher(WorkerLauncher[FakeWorker]):
         self.started: list[FakeWorker] = []
         self.stopped: list[FakeWorker] = []
         self.start_fails = start_fails
+        #: set when a worker takes its first unit, so tests wait on it instead of polling
+        self.unit_taken = asyncio.Event()
 
     async def start(self, spool: Path, spec: WorkerSpec) -> FakeWorker:
         worker = FakeWorker(spool=spool, spec=spec)
@@ -66,6 +68,7 @@ class FakeLauncher(WorkerLauncher[FakeWorker]):
                 done.add(unit.name)
                 args = json.loads((unit / REQUEST).read_text())
                 worker.seen.append(args)
+                self.unit_taken.set()
                 behave = args[args.index("--behave") + 1]
                 (unit / LOG).write_text(f"unit {unit.name}\n")
                 if behave == "die":
@@ -77,7 +80,8 @@ class FakeLauncher(WorkerLauncher[FakeWorker]):
                 if behave == "hang":
                     await asyncio.sleep(3600)
                 if behave == "0":
-                    Path(args[args.index("--output") + 1]).write_bytes(b"weights")
+                    output = Path(args[args.index("--output") + 1])
+                    await asyncio.to_thread(output.write_bytes, b"weights")
                 (unit / EXIT).write_text(f"{behave}\n")
             await asyncio.sleep(0.01)
         worker.ended = WorkerReport(exit_status=0)
@@ -237,8 +241,9 @@ async def test_cancellation_stops_the_worker(
     tmp_path: Path, pool: WarmPool[FakeWorker], launcher: FakeLauncher
 ) -> None:
     task = asyncio.create_task(pool.run(_request(tmp_path, "a", "hang"), SPEC))
-    while not (launcher.started and launcher.started[0].seen):
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        await launcher.unit_taken.wait()
+    assert launcher.started[0].seen
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
