@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from aiohttp import web
@@ -107,3 +108,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     metrics.requests.labels(route_name, str(response.status)).inc()
     metrics.latency.labels(route_name).observe(time.perf_counter() - started)
     return response
+
+
+def model_download(path: Path, job_id: int) -> web.FileResponse:
+    """A job's final weights as a file download (the API and the pages serve the same)."""
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="job-{job_id}-model.safetensors"',
+        },
+    )

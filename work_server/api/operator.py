@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
-from pathlib import Path
 
 from aiohttp import web
 
 from work_server import keys
-from work_server.api.common import int_param, json_body, json_response
+from work_server.api.common import int_param, json_body, json_response, model_download
 from work_server.auth import check_operator
-from work_server.errors import NotFound
 from work_server.job_spec import JobSpec
 from work_server.job_status import JobList
 from work_server.services import hosts, jobs
@@ -73,29 +70,17 @@ async def job_model(request: web.Request) -> web.StreamResponse:
     _operator(request)
     job_id = int_param(request, "job_id")
     async with request.app[keys.SESSIONMAKER]() as session:
-        job = await jobs.get_job(session, job_id)
-    if job.state != "completed" or job.model_sha256 is None:
-        raise NotFound(f"job {job_id} has no final model (state {job.state})", code="no_model")
-    path = request.app[keys.BLOBS].path(job.model_sha256)
-    return web.FileResponse(
-        path,
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Content-Disposition": f'attachment; filename="job-{job_id}-model.safetensors"',
-        },
-    )
+        sha256 = await jobs.final_model_sha256(session, job_id)
+    return model_download(request.app[keys.BLOBS].path(sha256), job_id)
 
 
 @routes.get(f"{API_PREFIX}/jobs/{{job_id}}/report/{{name}}")
 async def job_report_file(request: web.Request) -> web.StreamResponse:
     _operator(request)
-    job_id = int_param(request, "job_id")
-    name = request.match_info["name"]
-    if name not in ("report.json", "accuracy.png", "confusion.png"):
-        raise NotFound("report files are report.json, accuracy.png and confusion.png")
-    path: Path = request.app[keys.CONFIG].runs_dir / str(job_id) / name
-    if not await asyncio.to_thread(path.is_file):
-        raise NotFound(f"job {job_id} has no {name} yet")
+    runs_dir = request.app[keys.CONFIG].runs_dir
+    path = await jobs.report_file(
+        runs_dir, int_param(request, "job_id"), request.match_info["name"]
+    )
     return web.FileResponse(path)
 
 

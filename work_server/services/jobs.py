@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import func, update
 from sqlmodel import col, select
@@ -116,3 +118,27 @@ async def cancel_job(session: AsyncSession, job_id: int, now: float) -> Job:
     await session.commit()
     await session.refresh(job)
     return job
+
+
+#: The files of a job's run report, as the API and the pages serve them.
+REPORT_FILES = ("report.json", "accuracy.png", "confusion.png")
+
+
+async def final_model_sha256(session: AsyncSession, job_id: int) -> str:
+    """The blob of a completed job's final weights (``NotFound`` ``no_model`` before that)."""
+    job = await get_job(session, job_id)
+    if job.state != JobState.completed or job.model_sha256 is None:
+        raise NotFound(f"job {job_id} has no final model (state {job.state})", code="no_model")
+    return job.model_sha256
+
+
+async def report_file(runs_dir: Path, job_id: int, name: str) -> Path:
+    """One file of a job's run report (``NotFound`` for another name, or before it exists)."""
+    if name not in REPORT_FILES:
+        raise NotFound(
+            "report files are " + ", ".join(REPORT_FILES[:-1]) + f" and {REPORT_FILES[-1]}"
+        )
+    path = runs_dir / str(job_id) / name
+    if not await asyncio.to_thread(path.is_file):
+        raise NotFound(f"job {job_id} has no {name} yet")
+    return path

@@ -17,8 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from work_server import keys
-from work_server.api.common import int_param
-from work_server.errors import Conflict, NotFound, Unprocessable
+from work_server.api.common import int_param, model_download
+from work_server.errors import Conflict, Unprocessable
 from work_server.services import jobs as job_service
 from work_server.web import forms, queries
 from work_server.web.auth import CSRF_FIELD, LoggedIn
@@ -26,8 +26,6 @@ from work_server.web.guard import operator, posted_form
 from work_server.web.render import job_charts, render
 
 log = logging.getLogger(__name__)
-
-REPORT_FILES = ("report.json", "accuracy.png", "confusion.png")
 
 
 async def render_jobs_page(
@@ -114,7 +112,7 @@ async def _job_context(request: web.Request) -> dict[str, Any]:
         job = await job_service.get_job(session, job_id)
         view = await queries.job_view(session, job)
     runs_dir = request.app[keys.CONFIG].runs_dir / str(job_id)
-    reports = [n for n in REPORT_FILES if (runs_dir / n).is_file()]
+    reports = [n for n in job_service.REPORT_FILES if (runs_dir / n).is_file()]
     ctx: dict[str, Any] = {
         "v": view,
         "reports": reports,
@@ -148,27 +146,15 @@ async def cancel_job(request: web.Request, login: LoggedIn) -> web.StreamRespons
 async def job_model(request: web.Request, login: LoggedIn) -> web.StreamResponse:
     job_id = int_param(request, "job_id")
     async with request.app[keys.SESSIONMAKER]() as session:
-        job = await job_service.get_job(session, job_id)
-    if job.state != "completed" or job.model_sha256 is None:
-        raise NotFound(f"job {job_id} has no final model (state {job.state})", code="no_model")
-    return web.FileResponse(
-        request.app[keys.BLOBS].path(job.model_sha256),
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Content-Disposition": f'attachment; filename="job-{job_id}-model.safetensors"',
-        },
-    )
+        sha256 = await job_service.final_model_sha256(session, job_id)
+    return model_download(request.app[keys.BLOBS].path(sha256), job_id)
 
 
 @operator("page")
 async def job_report(request: web.Request, login: LoggedIn) -> web.StreamResponse:
     job_id = int_param(request, "job_id")
     name = request.match_info["name"]
-    if name not in REPORT_FILES:
-        raise NotFound("report files are report.json, accuracy.png and confusion.png")
-    path = request.app[keys.CONFIG].runs_dir / str(job_id) / name
-    if not path.is_file():
-        raise NotFound(f"job {job_id} has no {name} yet")
+    path = await job_service.report_file(request.app[keys.CONFIG].runs_dir, job_id, name)
     headers = {}
     if name == "report.json":
         headers["Content-Disposition"] = f'attachment; filename="job-{job_id}-report.json"'
