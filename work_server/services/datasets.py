@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server.blobs import BlobStorage
 from work_server.db.models import UploadedDataset
-from work_server.db.upsert import ensure_blob_row
+from work_server.db.upsert import ensure_blob_row, insert_ignore
 from work_server.errors import Unprocessable
 from work_server.ml.uploaded import DatasetLimits, InvalidDataset, encode_dataset, parse_upload
 
@@ -67,16 +67,16 @@ async def store_uploaded_dataset(
         _parse_and_put, source, filename, limits, blobs
     )
     await ensure_blob_row(session, sha, size, "dataset", now)
-    if await session.get(UploadedDataset, sha) is None:
-        session.add(
-            UploadedDataset(
-                sha256=sha,
-                name=name,
-                size=size,
-                num_train=num_train,
-                num_test=num_test,
-                created_at=now,
-            )
-        )
+    # Two server processes may store the same upload at once: the database settles it.
+    await insert_ignore(
+        session,
+        UploadedDataset,
+        sha256=sha,
+        name=name,
+        size=size,
+        num_train=num_train,
+        num_test=num_test,
+        created_at=now,
+    )
     await session.commit()
     return StoredDataset(sha256=sha, name=name, size=size, num_train=num_train, num_test=num_test)
