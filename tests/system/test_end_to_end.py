@@ -6,6 +6,7 @@ These are the slowest tests (tens of seconds each): every unit starts a trainer 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import time
@@ -119,6 +120,12 @@ def test_full_job_on_digits(tmp_path: Path) -> None:
         assert status["hosts_total"] == 2
         pipeline = ("transitioner", "validator", "round_closer", "work_generator", "job_finisher")
         assert all(status["daemons"][d] for d in pipeline)
+    # A normal run leaves nothing an operator or a volunteer would read as trouble.
+    for log in (server.log, *(c.log for c in clients)):
+        trouble = [
+            line for line in log.read_text().splitlines() if re.search(r" (WARNING|ERROR) ", line)
+        ]
+        assert trouble == [], f"{log}:\n" + "\n".join(trouble)
 
 
 def test_client_killed_mid_unit_is_reissued(tmp_path: Path) -> None:
