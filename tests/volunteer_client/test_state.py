@@ -72,7 +72,7 @@ def test_cache_verifies_and_evicts_least_recently_used(tmp_path: Path) -> None:
     cache.path_for(shas[0]).write_bytes(b"tampered")
     assert cache.get(shas[0]) is None
     assert not cache.path_for(shas[0]).exists()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"not a sha256: '\.\./etc/passwd'"):
         cache.path_for("../etc/passwd")
     (cache.root / f".{shas[2]}.abc.part").write_bytes(b"partial")
     assert cache.remove_partials() == 1

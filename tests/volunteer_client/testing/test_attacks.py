@@ -65,28 +65,32 @@ def test_flip_labels_and_garbage() -> None:
     assert g["w"].shape == (3,)
     assert bool(torch.isfinite(g["w"]).all())
     assert torch.equal(g["n"], W0["n"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not an update attack: 'labelflip'"):
         apply_update_attack("labelflip", W0, W1)
 
 
 def test_parse_faults_and_attack() -> None:
     assert parse_faults("crash:0.3, late:0.1") == {"crash": 0.3, "late": 0.1}
     assert parse_faults("") == {}
-    for bad in (
-        "crash",
-        "crash:x",
-        "crash:1.5",
-        "melt:0.1",
-        "crash:0.6,late:0.6",
-        "late:.1,late:.1",
+    for bad, why in (
+        ("crash", "'crash' needs a probability"),
+        ("crash:x", "'crash': not a number: 'x'"),
+        ("crash:1.5", r"'crash': probability 1\.5 not in \[0, 1\]"),
+        ("melt:0.1", "unknown fault 'melt'"),
+        ("crash:0.6,late:0.6", r"add up to 1\.2 > 1"),
+        ("late:.1,late:.1", "'late' given twice"),
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=why):
             parse_faults(bad)
     assert parse_attack("signflip") == AttackSpec("signflip")
     assert parse_attack("noise:0.5") == AttackSpec("noise", 0.5)
     assert parse_attack("none") is None
-    for bad in ("evil", "scale:abc", "scale:inf"):
-        with pytest.raises(ValueError):
+    for bad, why in (
+        ("evil", "unknown attack 'evil'"),
+        ("scale:abc", "'scale': not a number: 'abc'"),
+        ("scale:inf", "'scale': parameter must be finite"),
+    ):
+        with pytest.raises(ValueError, match=why):
             parse_attack(bad)
 
 

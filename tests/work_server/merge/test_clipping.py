@@ -65,7 +65,7 @@ def test_clipped_policy() -> None:
         policy.merge([_u(1.0, 1.0)], {})
     with pytest.raises(ValueError, match="no updates"):
         policy.merge([], PREV)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"max_norm must be a positive finite number, got 0\.0"):
         Clipped(SimpleAverage(), 0.0)
 
 

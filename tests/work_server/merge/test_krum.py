@@ -4,6 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from work_server.merge import (
     Krum,
@@ -65,7 +66,7 @@ def test_f_defaults_and_fallback() -> None:
     assert resolve_byzantine_f(7, 2) == 2
     assert resolve_byzantine_f(7, 3) == 2  # K = 7 < 2*3 + 3: falls back
     assert resolve_byzantine_f(2, 5) == 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="byzantine f must be >= 0, got -1"):
         resolve_byzantine_f(7, -1)
 
 
@@ -97,9 +98,9 @@ def test_multi_krum_averages_the_selected() -> None:
     assert out["x"].item() == pytest.approx((3 * 1.0 + 2.0 + 1.5) / 5)
     # m larger than K - f is lowered to K - f
     assert MultiKrum(m=50).merge(updates, PREV)["x"].item() == pytest.approx(6.5 / 6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="m must be >= 1, got 0"):
         MultiKrum(m=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="byzantine_f must be >= 0, got -1"):
         Krum(byzantine_f=-1)
 
 
@@ -113,9 +114,9 @@ def test_get_policy_parameters() -> None:
     assert multi.m == 3
     assert multi.byzantine_f is None
     assert repr(multi) == "MultiKrum(byzantine_f=None, m=3)"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValidationError, match=r"multi_krum_m\n.*greater than or equal to 1"):
         MultiKrumSpec(multi_krum_m=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValidationError, match=r"byzantine_f\n.*greater than or equal to 0"):
         KrumSpec(byzantine_f=-1)
 
 

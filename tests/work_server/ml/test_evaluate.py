@@ -77,13 +77,13 @@ def test_absent_classes_and_single_class_do_not_crash() -> None:
 def test_evaluate_rejects_bad_inputs() -> None:
     weights = initial_state("lenet", 0)
     images = np.zeros((2, 28, 28), np.uint8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"labels outside 0\.\.9"):
         evaluate("lenet", weights, images, np.array([0, 10]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"N labels, got \(2, 28, 28\) and \(1,\)"):
         evaluate("lenet", weights, images, np.array([0]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"need N >= 1 images .* got \(0, 28, 28\)"):
         evaluate("lenet", weights, images[:0], np.array([], dtype=np.int64))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="weights do not fit model 'lenet'"):
         evaluate("lenet", {"x": torch.zeros(1)}, images, np.array([0, 1]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
         evaluate("nope", weights, images, np.array([0, 1]))

@@ -36,17 +36,17 @@ def test_encode_shard_casts_int_labels() -> None:
 
 
 @pytest.mark.parametrize(
-    ("images", "labels"),
+    ("images", "labels", "why"),
     [
-        (np.zeros((2, 28, 28), np.float32), np.zeros(2, np.int64)),
-        (np.zeros((2, 28, 27), np.uint8), np.zeros(2, np.int64)),
-        (np.zeros((2, 28, 28), np.uint8), np.zeros(3, np.int64)),
-        (np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64)),
-        (np.zeros((2, 28, 28), np.uint8), np.zeros(2, np.float32)),
+        (np.zeros((2, 28, 28), np.float32), np.zeros(2, np.int64), r"got float32 \[2, 28, 28\]"),
+        (np.zeros((2, 28, 27), np.uint8), np.zeros(2, np.int64), r"got uint8 \[2, 28, 27\]"),
+        (np.zeros((2, 28, 28), np.uint8), np.zeros(3, np.int64), "2 images but 3 labels"),
+        (np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64), "shard is empty"),
+        (np.zeros((2, 28, 28), np.uint8), np.zeros(2, np.float32), r"int64 \[N\], got float32"),
     ],
 )
-def test_encode_shard_rejects(images: np.ndarray, labels: np.ndarray) -> None:
-    with pytest.raises(ValueError):
+def test_encode_shard_rejects(images: np.ndarray, labels: np.ndarray, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
         encode_shard(images, labels)
 
 
@@ -82,9 +82,9 @@ def test_encode_weights_non_contiguous() -> None:
 
 
 def test_decode_weights_rejects_garbage() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a safetensors weights file"):
         decode_weights(b"\x00" * 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a safetensors file: bad header: "):
         read_metadata(b"\x05\x00\x00\x00\x00\x00\x00\x00{bad}")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a safetensors file: bad header length"):
         read_metadata(b"\xff" * 16)

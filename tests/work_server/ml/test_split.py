@@ -92,9 +92,9 @@ def test_errors() -> None:
     spec = SplitSpec()
     with pytest.raises(ValueError, match="non-empty"):
         split_indices(_labels(5), 6, spec, seed=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="n_shards must be >= 1, got 0"):
         split_indices(_labels(5), 0, spec, seed=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"labels must be 1-D, got shape \(2, 2\)"):
         split_indices(np.zeros((2, 2), dtype=np.int64), 1, spec, seed=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="labels must be integers, got float32"):
         split_indices(np.zeros(4, dtype=np.float32), 1, spec, seed=0)

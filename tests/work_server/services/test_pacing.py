@@ -30,7 +30,7 @@ def test_interval_is_hosts_over_budget_clamped() -> None:
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need idle_polls_per_s > 0 and 0 < base_s <= max_s"):
         PollPacer(**kwargs)
 
 
