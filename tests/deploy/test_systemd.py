@@ -155,7 +155,8 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         path.chmod(0o755)
     proc = _verify(analyze, root, CLIENT, "yadml-server@8081.service", INIT)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "" and proc.stderr.strip() == "", proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "", proc.stdout + proc.stderr
+    assert proc.stderr.strip() == "", proc.stdout + proc.stderr
 
     # The check is real: a typo in a directive is reported.
     broken = (etc / CLIENT).read_text().replace("CPUQuota=200%", "CPUQuota=lots")

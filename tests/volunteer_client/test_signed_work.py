@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -52,7 +52,7 @@ def _daemon(
     )
 
 
-def test_manifest_survives_the_wire_and_covers_every_field() -> None:
+def test_manifest_survives_the_wire() -> None:
     fake = FakeWorkServer()
     unit = fake.add_unit(7)
     # what the client parses from the JSON answer verifies like the server's object
@@ -61,23 +61,29 @@ def test_manifest_survives_the_wire_and_covers_every_field() -> None:
     ).units[0]
     assert manifest_bytes(received) == manifest_bytes(unit)
     _verifier(fake).verify(received)
-    tampered = {
-        "result_id": unit.model_copy(update={"result_id": 8}),
-        "deadline": unit.model_copy(update={"deadline": unit.deadline + dt.timedelta(days=1)}),
-        "task": unit.model_copy(update={"task": TaskConfig(seed=7, lr=5.0)}),
-        "input sha256": unit.model_copy(
-            update={
-                "inputs": [unit.inputs[0].model_copy(update={"sha256": "0" * 64}), unit.inputs[1]]
-            }
-        ),
-        "upload limit": unit.model_copy(
-            update={"upload": unit.upload.model_copy(update={"max_bytes": 1 << 40})}
-        ),
-    }
-    for what, bad in tampered.items():
-        with pytest.raises(SignatureError, match="does not match"):
-            _verifier(fake).verify(bad)
-            pytest.fail(f"a changed {what} still verified")
+
+
+_TAMPER: dict[str, Callable[[WorkUnitAssignment], WorkUnitAssignment]] = {
+    "result_id": lambda unit: unit.model_copy(update={"result_id": 8}),
+    "deadline": lambda unit: unit.model_copy(
+        update={"deadline": unit.deadline + dt.timedelta(days=1)}
+    ),
+    "task": lambda unit: unit.model_copy(update={"task": TaskConfig(seed=7, lr=5.0)}),
+    "input sha256": lambda unit: unit.model_copy(
+        update={"inputs": [unit.inputs[0].model_copy(update={"sha256": "0" * 64}), unit.inputs[1]]}
+    ),
+    "upload limit": lambda unit: unit.model_copy(
+        update={"upload": unit.upload.model_copy(update={"max_bytes": 1 << 40})}
+    ),
+}
+
+
+@pytest.mark.parametrize("what", list(_TAMPER))
+def test_the_signature_covers_every_field(what: str) -> None:
+    fake = FakeWorkServer()
+    tampered = _TAMPER[what](fake.add_unit(7))
+    with pytest.raises(SignatureError, match="does not match"):
+        _verifier(fake).verify(tampered)
 
 
 async def test_signed_unit_runs(

@@ -39,9 +39,14 @@ def test_exclusive_keeps_the_first_file(tmp_path: Path) -> None:
 def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
     path = tmp_path / "weights"
     path.write_bytes(b"old")
-    with pytest.raises(RuntimeError), atomic_output(path) as tmp:
-        tmp.write_bytes(b"half")
-        raise RuntimeError("writer failed")
+
+    def write_half_then_fail() -> None:
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("writer failed")
+
+    with pytest.raises(RuntimeError, match="writer failed"):
+        write_half_then_fail()
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["weights"]
 

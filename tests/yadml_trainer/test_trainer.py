@@ -202,7 +202,8 @@ def test_main_invalid_inputs_exit_2(
     for name, override in _invalid_cases(inputs, tmp_path).items():
         assert main(_argv({**inputs, **override}, out)) == 2, name
         lines = capsys.readouterr().err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("trainer: invalid input:"), (name, lines)
+        assert len(lines) == 1, (name, lines)
+        assert lines[0].startswith("trainer: invalid input:"), (name, lines)
         assert not out.exists()
 
 
@@ -213,7 +214,8 @@ def test_cli_invalid_inputs_exit_2(inputs: dict[str, Path], tmp_path: Path, case
     proc = _cli(inputs, out, **_invalid_cases(inputs, tmp_path)[case])
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("trainer: invalid input:"), proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("trainer: invalid input:"), proc.stderr
     assert not out.exists()
 
 

@@ -50,14 +50,18 @@ def test_in_memory_databases_keep_aiosqlite() -> None:
 def test_commit_rollback_and_errors(tmp_path: Path) -> None:
     async def scenario() -> list[int]:
         engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}")
+
+        async def insert_a_duplicate_after_a_new_row() -> None:
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t VALUES (2)"))
+                await conn.execute(text("INSERT INTO t VALUES (1)"))
+
         try:
             async with engine.begin() as conn:
                 await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
                 await conn.execute(text("INSERT INTO t VALUES (1)"))
             with pytest.raises(IntegrityError):  # the driver's error, mapped by SQLAlchemy
-                async with engine.begin() as conn:
-                    await conn.execute(text("INSERT INTO t VALUES (2)"))
-                    await conn.execute(text("INSERT INTO t VALUES (1)"))
+                await insert_a_duplicate_after_a_new_row()
             async with engine.connect() as conn:
                 await conn.execute(text("INSERT INTO t VALUES (3)"))
                 await conn.rollback()
