@@ -12,7 +12,6 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,7 @@ CLIENT = "c0ffee0123456789"
 
 
 @pytest.fixture
-def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The fake's state directory; ``calls.jsonl`` holds what the driver ran."""
     state = tmp_path / "fake-vbox"
     state.mkdir()
