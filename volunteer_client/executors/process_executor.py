@@ -26,7 +26,7 @@ from pathlib import Path
 from ..errors import ExecutionFailed
 from .base import ExecutionRequest, ExecutionResult, Executor, classify_exit
 from .process_workers import ProcessLauncher, TrainerProcess, kill_group
-from .trainer_files import THREAD_VARS, TailBuffer, trainer_args, write_task
+from .trainer_files import THREAD_VARS, TailBuffer, host_trainer_args, write_task
 from .warm_pool import WarmPool
 from .worker_launcher import WorkerSpec
 
@@ -98,15 +98,7 @@ class ProcessExecutor(Executor):
         return [worker.pid for worker in self.warm_pool.handles() if worker.alive]
 
     def command(self, request: ExecutionRequest, task_path: Path) -> list[str]:
-        args = trainer_args(
-            shard=str(request.shard_path),
-            weights=str(request.weights_path),
-            task=str(task_path),
-            output=str(request.output_path),
-            threads=request.threads,
-            progress=None if request.progress_path is None else str(request.progress_path),
-        )
-        return [self.python, "-m", self.module, *args]
+        return [self.python, "-m", self.module, *host_trainer_args(request, task_path)]
 
     def environment(self, request: ExecutionRequest) -> dict[str, str]:
         return self._environment(request.threads)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..errors import ExecutionFailed
 from .base import ExecutionRequest
-from .trainer_files import TailBuffer, trainer_args, write_task
+from .trainer_files import TailBuffer, host_trainer_args, write_task
 from .worker_launcher import WorkerLauncher, WorkerReport, WorkerSpec
 
 __all__ = ["ProcessLauncher", "TrainerProcess", "kill_group"]
@@ -137,15 +137,7 @@ class ProcessLauncher(WorkerLauncher[TrainerProcess]):
         worker.drain.cancel()
 
     def stage(self, request: ExecutionRequest, unit_dir: Path, seen_as: str) -> list[str]:
-        task = write_task(request, request.work_dir)
-        return trainer_args(
-            shard=str(request.shard_path),
-            weights=str(request.weights_path),
-            task=str(task),
-            output=str(request.output_path),
-            threads=request.threads,
-            progress=None if request.progress_path is None else str(request.progress_path),
-        )
+        return host_trainer_args(request, write_task(request, request.work_dir))
 
     def collect(self, request: ExecutionRequest, unit_dir: Path) -> bool:
         return request.output_path.is_file()

@@ -27,6 +27,7 @@ __all__ = [
     "THREAD_VARS",
     "TailBuffer",
     "copy_progress",
+    "host_trainer_args",
     "read_small",
     "read_tail",
     "relay_progress",
@@ -68,6 +69,18 @@ def trainer_args(
     if progress is not None:
         args += ["--progress", progress]
     return args
+
+
+def host_trainer_args(request: ExecutionRequest, task: Path) -> list[str]:
+    """:func:`trainer_args` for a trainer that sees the host's own paths (a process)."""
+    return trainer_args(
+        shard=str(request.shard_path),
+        weights=str(request.weights_path),
+        task=str(task),
+        output=str(request.output_path),
+        threads=request.threads,
+        progress=None if request.progress_path is None else str(request.progress_path),
+    )
 
 
 def write_task(request: ExecutionRequest, directory: Path) -> Path:
