@@ -363,7 +363,9 @@ def markdown_table(data: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = common.bench_parser(__doc__, results="robustness")
     p.add_argument("--only", default="", help="comma-separated scenario names")
-    p.add_argument("--table", action="store_true", help="print the docs/robustness.md table of --output")
+    p.add_argument(
+        "--table", action="store_true", help="print the docs/robustness.md table of --output"
+    )
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--volunteers", type=int, default=10)
     p.add_argument("--train-subset", type=int, default=10000)

@@ -3,10 +3,10 @@
 
 For each host count the same job (``digits``, LeNet, quorum-2 replication) runs from
 submission to completion: real ``dispatch.claim_work``, upload acceptance, failure reports,
-heartbeats and the transitioner, validator, round-closer, work-generator, job-finisher and file-deleter passes on a real SQLite
-database, with ``now`` from the simulated clock. The simulated hosts (on/off availability,
-speed, errors, lateness: ``bench/scalesim/hosts.py``) are plain numpy records. Training is
-simulated: an upload is the unit's LeNet input weights plus a small deterministic update.
+heartbeats and the transitioner, validator, round-closer, work-generator, job-finisher and
+file-deleter passes on a real SQLite database, with ``now`` from the simulated clock. The
+simulated hosts (on/off availability, speed, errors, lateness: ``bench/scalesim/hosts.py``)
+are plain numpy records. Training is simulated: an upload is the unit's LeNet input weights plus a small deterministic update.
 
 Reports, per host count: server CPU per request type (``time.process_time`` around the real
 calls), the units/day the scheduling logic sustains, simulated round completion times, the
