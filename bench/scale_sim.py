@@ -6,7 +6,8 @@ submission to completion: real ``dispatch.claim_work``, upload acceptance, failu
 heartbeats and the transitioner, validator, round-closer, work-generator, job-finisher and
 file-deleter passes on a real SQLite database, with ``now`` from the simulated clock. The
 simulated hosts (on/off availability, speed, errors, lateness: ``bench/scalesim/hosts.py``)
-are plain numpy records. Training is simulated: an upload is the unit's LeNet input weights plus a small deterministic update.
+are plain numpy records. Training is simulated: an upload is the unit's LeNet input weights
+plus a small deterministic update.
 
 Reports, per host count: server CPU per request type (``time.process_time`` around the real
 calls), the units/day the scheduling logic sustains, simulated round completion times, the
