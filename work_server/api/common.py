@@ -14,6 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from work_server import keys
+from work_server.daemons import transitioner
 from work_server.errors import (
     BadRequest,
     DomainError,
@@ -119,3 +120,11 @@ def model_download(path: Path, job_id: int) -> web.FileResponse:
             "Content-Disposition": f'attachment; filename="job-{job_id}-model.safetensors"',
         },
     )
+
+
+def wake_transitioner(app: web.Application) -> None:
+    """Work units were handed to the transitioner (``transition_time = now``): run it now
+    rather than at its next interval (``DaemonScheduler.wake``); nothing without daemons."""
+    scheduler = app.get(keys.SCHEDULER)
+    if scheduler is not None:
+        scheduler.wake(transitioner.NAME)

@@ -206,7 +206,7 @@ def build_openapi() -> dict[str, Any]:
         },
         f"{p}/hosts/{{host_id}}/ban": {
             "post": _op(
-                "Ban a host: 403 host_banned on all its requests",
+                "Ban a host: revoke its unfinished work; 403 host_banned but on heartbeats",
                 ok={"200": _json(w.HostBanStatus)},
                 errors=("400", "401", "404"),
                 security=OPERATOR_AUTH,

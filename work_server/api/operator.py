@@ -5,11 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import time
+from functools import partial
 
 from aiohttp import web
 
 from work_server import keys
-from work_server.api.common import int_param, json_body, json_response, model_download
+from work_server.api.common import (
+    int_param,
+    json_body,
+    json_response,
+    model_download,
+    wake_transitioner,
+)
 from work_server.auth import check_operator
 from work_server.job_spec import JobSpec
 from work_server.job_status import JobList
@@ -88,7 +95,9 @@ async def _set_banned(request: web.Request, banned: bool) -> web.Response:
     _operator(request)
     host_id = int_param(request, "host_id")
     async with request.app[keys.SESSIONMAKER]() as session:
-        host = await hosts.set_banned(session, host_id, banned)
+        host = await hosts.set_banned(
+            session, host_id, banned, now=time.time(), wake=partial(wake_transitioner, request.app)
+        )
     log.warning("host %d %s by the operator", host_id, "banned" if banned else "unbanned")
     return json_response(HostBanStatus(host_id=host_id, banned=host.banned))
 

@@ -234,6 +234,9 @@ async def report_failure(request: web.Request) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     body = await json_body(request, HeartbeatRequest, allow_empty=True)
     async with request.app[keys.SESSIONMAKER]() as session:
-        host = await _host(request, session)
+        # a banned host is answered here (and only here): abort everything, its work is revoked
+        host = await authenticate_host(
+            session, bearer_token(request), time.time(), allow_banned=True
+        )
         abort = await hosts.heartbeat(session, host, body, time.time())
     return json_response(HeartbeatResponse(abort=abort))

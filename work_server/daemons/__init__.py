@@ -44,11 +44,13 @@ state column                   owner (what it writes)
 ``WorkUnit.transition_time``   anyone may set it to ``now`` (asks the transitioner to look);
                                only the transitioner sets it later
 ``Result`` rows, ``unsent``    transitioner
-``Result.server_state``        API: ``unsent -> in_progress -> over`` (claim, upload, failure);
+``Result.server_state``        API: ``unsent -> in_progress -> over`` (claim, upload, failure;
+                               a ban: ``client_error`` with ``error_reason='host_banned'``);
                                transitioner: ``-> over`` as ``no_reply`` (deadline) and
                                ``didnt_need`` (retired: the only one who retires results)
 ``Result.validate_state``      validator; round closer's screening (``-> invalid``); API
-                               (``too_late`` for a refused late upload)
+                               (``too_late`` for a refused late upload; a ban: unjudged
+                               successes ``-> invalid``)
 ``Blob`` rows                  whoever stores a blob adds its row; file deleter removes rows
 =============================  ============================================================
 

@@ -17,7 +17,9 @@ One run, each round in its own transaction:
    With ``merge.screen_norm_ratio`` set, the canonical results are screened first
    (``work_server.merge.screening``): rejected ones are left out of the merge and become
    ``outcome=validate_error, validate_state=invalid, error_reason='screened'`` with the reason
-   in ``error_detail``; their hosts get ``results_invalid + 1`` and ``consecutive_valid = 0``.
+   in ``error_detail``; their hosts get ``results_invalid + 1`` and ``consecutive_valid = 0``,
+   and the valid count and credit the validator granted are taken back, once
+   (``work_server.services.credit.invalidate``).
 3. a round with no ``done`` work unit and none active (or no work unit at all), or whose
    merge fails, closes as ``failed`` with the reason in ``Job.error``; the job finisher then
    fails the job.
@@ -46,7 +48,6 @@ from work_server.daemons import record_run, release_connection
 from work_server.daemons.job_report import write_job_report
 from work_server.daemons.round_merge import Canonical, merge_and_evaluate
 from work_server.db.models import (
-    Host,
     Job,
     JobState,
     Outcome,
@@ -54,13 +55,12 @@ from work_server.db.models import (
     Round,
     RoundState,
     ServerState,
-    ValidateState,
     WorkUnit,
     WorkUnitState,
 )
 from work_server.db.upsert import ensure_blob_row
 from work_server.job_spec import JobSpec
-from work_server.services import trust
+from work_server.services import credit
 
 NAME = "round_closer"
 log = logging.getLogger(__name__)
@@ -304,42 +304,7 @@ async def _maybe_close(
 
 
 async def _mark_screened(session: AsyncSession, screened: list[tuple[int, str]]) -> None:
-    """Screened-out canonical results -> invalid, their hosts' counters as the validator's
-    for an invalid result. No commit."""
+    """Screened-out canonical results -> invalid; their credit is taken back. No commit."""
     for result_id, reason in screened:
         log.info("result %s screened out of the merge: %s", result_id, reason)
-        was_valid = (
-            await session.exec(select(Result.validate_state).where(col(Result.id) == result_id))
-        ).one_or_none() == ValidateState.valid
-        changed = await session.exec(
-            update(Result)
-            .where(col(Result.id) == result_id, col(Result.outcome) == Outcome.success)
-            .values(
-                outcome=Outcome.validate_error,
-                validate_state=ValidateState.invalid,
-                error_reason="screened",
-                error_detail=reason,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        owner = (
-            await session.exec(
-                select(Result.host_id, Result.runtime).where(col(Result.id) == result_id)
-            )
-        ).one_or_none()
-        host_id, runtime = owner if owner is not None else (None, None)
-        if changed.rowcount == 1 and host_id is not None:
-            await session.exec(
-                update(Host)
-                .where(col(Host.id) == host_id)
-                .values(
-                    results_invalid=col(Host.results_invalid) + 1,
-                    consecutive_valid=0,
-                    # the validator had counted it valid: it is counted once, as invalid
-                    results_valid=col(Host.results_valid) - (1 if was_valid else 0),
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if was_valid:
-                await trust.unrecord_valid(session, host_id, runtime)
-            await trust.record_invalid(session, host_id, runtime)
+        await credit.invalidate(session, result_id, reason=credit.SCREENED, detail=reason)

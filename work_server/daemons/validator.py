@@ -24,7 +24,9 @@ absolute tolerance for small tensors, relative for large ones, symmetric in ``a`
 
 **Credit**: a valid result earns ``num_samples * local_epochs / 1000`` (the work unit's own
 numbers, not the volunteer's report): one credit per thousand trained sample-epochs.
-Hosts get ``results_valid``/``results_invalid`` and ``consecutive_valid`` updated.
+Hosts get ``results_valid``/``results_invalid`` and ``consecutive_valid`` updated
+(``work_server.services.credit``, which also takes them back when a valid result is later
+screened out).
 
 Every validated work unit gets ``need_validate = False`` and ``transition_time = now``, so the
 transitioner (the only daemon that decides what a work unit needs next) looks at it again.
@@ -46,7 +48,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from work_server.blobs import BlobStore
 from work_server.daemons import drain, fresh_workunit, record_run, release_connection
 from work_server.db.models import (
-    Host,
     Outcome,
     Result,
     ValidateState,
@@ -54,14 +55,11 @@ from work_server.db.models import (
     WorkUnitState,
 )
 from work_server.ml.updates import decode_result, task_encoding
-from work_server.services import trust
+from work_server.services import credit
 from yadml_common.wire import UpdateEncoding
 
 NAME = "validator"
 log = logging.getLogger(__name__)
-
-#: credit per trained sample-epoch
-CREDIT_PER_SAMPLE_EPOCH = 1.0 / 1000.0
 
 Weights = dict[str, torch.Tensor]
 
@@ -253,8 +251,7 @@ async def validate(session: AsyncSession, wu_id: int, now: float, *, blobs: Blob
             )
         ).all()
     }
-    hosts = {rid: host_id for rid, (host_id, _) in owners.items()}
-    credit = wu.num_samples * int(wu.task.get("local_epochs", 1)) * CREDIT_PER_SAMPLE_EPOCH
+    earned = credit.result_credit(wu.num_samples, wu.task)
 
     for rid, reason in verdicts.bad.items():
         log.info("result %s of work unit %s invalid: %s", rid, wu_id, reason)
@@ -268,16 +265,13 @@ async def validate(session: AsyncSession, wu_id: int, now: float, *, blobs: Blob
             error_detail=reason,
         )
         if changed:
-            await _host_invalid(session, hosts.get(rid))
-            await trust.record_invalid(session, *owners.get(rid, (None, None)))
+            await credit.count_invalid(session, *owners.get(rid, (None, None)))
     for rid in verdicts.invalid:
         if await _set_result(session, rid, states, validate_state=ValidateState.invalid):
-            await _host_invalid(session, hosts.get(rid))
-            await trust.record_invalid(session, *owners.get(rid, (None, None)))
+            await credit.count_invalid(session, *owners.get(rid, (None, None)))
     for rid in verdicts.valid:
         if await _set_result(session, rid, states, validate_state=ValidateState.valid):
-            await _host_valid(session, hosts.get(rid), credit)
-            await trust.record_valid(session, *owners.get(rid, (None, None)))
+            await credit.count_valid(session, *owners.get(rid, (None, None)), earned)
     for rid in verdicts.inconclusive:
         await _set_result(session, rid, states, validate_state=ValidateState.inconclusive)
     for rid in verdicts.too_late:
@@ -326,29 +320,3 @@ async def _set_result(
         .execution_options(synchronize_session=False)
     )
     return bool(changed.rowcount == 1)
-
-
-async def _host_valid(session: AsyncSession, host_id: int | None, credit: float) -> None:
-    if host_id is None:
-        return
-    await session.exec(
-        update(Host)
-        .where(col(Host.id) == host_id)
-        .values(
-            results_valid=col(Host.results_valid) + 1,
-            consecutive_valid=col(Host.consecutive_valid) + 1,
-            credit=col(Host.credit) + credit,
-        )
-        .execution_options(synchronize_session=False)
-    )
-
-
-async def _host_invalid(session: AsyncSession, host_id: int | None) -> None:
-    if host_id is None:
-        return
-    await session.exec(
-        update(Host)
-        .where(col(Host.id) == host_id)
-        .values(results_invalid=col(Host.results_invalid) + 1, consecutive_valid=0)
-        .execution_options(synchronize_session=False)
-    )

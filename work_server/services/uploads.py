@@ -36,6 +36,7 @@ from work_server.errors import Conflict, Forbidden, Gone, InvalidResult, NotFoun
 from work_server.ml.updates import check_scales, expected_upload_layout
 from work_server.services import safetensors_check as st
 from work_server.services import trust
+from work_server.services.hosts import BANNED
 from yadml_common.wire import REPORT_METADATA_KEY, FailureReport, TrainReport
 
 Spec = dict[str, tuple[str, tuple[int, ...]]]
@@ -104,6 +105,12 @@ async def prepare_upload(session: AsyncSession, host: Host, result_id: int) -> U
     """Checks that need no body: ownership and whether the result is still wanted."""
     target = await _owned_result(session, host, result_id)
     result, wu = target.result, target.workunit
+    if result.error_reason == BANNED:
+        # revoked by a ban, and for good: unbanning the host does not bring it back
+        raise Gone(
+            f"result {result_id} was revoked when this host was banned; it is not accepted",
+            code="result_revoked",
+        )
     if result.outcome == Outcome.success:
         return target  # a re-upload: idempotent if the bytes are the same (checked later)
     if not _still_wanted(result, wu):
@@ -228,6 +235,8 @@ async def accept_upload(
             if current.output_sha256 == sha:
                 return sha, True, current.late
             raise Conflict(f"result {result.id} was already uploaded with different content")
+        if current is not None and current.error_reason == BANNED:
+            raise Gone(f"result {result.id} was revoked meanwhile", code="result_revoked")
         raise Gone(f"result {result.id} is no longer wanted", code="result_not_wanted")
     # two processes may store the same bytes at once (replicas train identically)
     await insert_ignore(session, Blob, sha256=sha, size=len(body), kind="result", created_at=now)

@@ -235,7 +235,9 @@ async def test_rate_limits(aiohttp_client: Any, config: ServerConfig) -> None:
     await _expect(r, 429, "rate_limited")
 
 
-async def test_banned_host_gets_403_everywhere(client: Client, config: ServerConfig) -> None:
+async def test_banned_host_gets_403_everywhere_but_heartbeats(
+    client: Client, config: ServerConfig
+) -> None:
     await start_digits_job(client)
     host_id, token = await register(client)
     unit = await fetch_unit(client, token)
@@ -255,9 +257,12 @@ async def test_banned_host_gets_403_everywhere(client: Client, config: ServerCon
         await client.post(
             f"/api/v1/results/{unit.result_id}/failure", json={"reason": "crash"}, headers=h
         ),
-        await client.post("/api/v1/hosts/heartbeat", json={}, headers=h),
     ):
         await _expect(resp, 403, "host_banned")
+    # the one answer a banned host gets: abort what it runs (tests/work_server/api/test_ban.py)
+    running = {"running": [{"result_id": unit.result_id, "fraction_done": 0.5}]}
+    r = await client.post("/api/v1/hosts/heartbeat", json=running, headers=h)
+    assert (await _expect(r, 200))["abort"] == [unit.result_id]
     assert db_snapshot(config) == before
     await _expect(await client.post(f"/api/v1/hosts/{host_id}/unban", headers=op_headers()), 200)
     await _expect(await client.post("/api/v1/hosts/heartbeat", json={}, headers=h), 200)

@@ -1,19 +1,21 @@
 """The hosts page: every registered volunteer host, and the forms that ban or unban one.
 
 Banning goes through ``services.hosts.set_banned``, the same as the API's
-``POST /api/v1/hosts/{id}/ban``: a banned host is refused on every request and its results
-are reissued to others when their deadlines pass.
+``POST /api/v1/hosts/{id}/ban``: a banned host is refused on every request, and its results
+in progress are revoked and reissued to others at once.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from functools import partial
 
 from aiohttp import web
 from yarl import URL
 
 from work_server import keys
-from work_server.api.common import int_param
+from work_server.api.common import int_param, wake_transitioner
 from work_server.services import hosts as host_service
 from work_server.web import queries
 from work_server.web.auth import LoggedIn
@@ -38,7 +40,9 @@ async def hosts_page(request: web.Request, login: LoggedIn) -> web.StreamRespons
 async def _set_banned(request: web.Request, login: LoggedIn, banned: bool) -> web.StreamResponse:
     host_id = int_param(request, "host_id")
     async with request.app[keys.SESSIONMAKER]() as session:
-        host = await host_service.set_banned(session, host_id, banned)
+        host = await host_service.set_banned(
+            session, host_id, banned, now=time.time(), wake=partial(wake_transitioner, request.app)
+        )
     verb = "banned" if banned else "unbanned"
     log.warning(
         "host %s (%s) %s from the web pages by %s",
