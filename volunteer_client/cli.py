@@ -27,8 +27,8 @@ import contextlib
 import logging
 import os
 import platform
+import secrets
 import signal
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -95,7 +95,12 @@ def build_parser(
 
     attach = sub.add_parser("attach", help="register this computer with a work server")
     attach.add_argument("url", help="server URL, e.g. http://127.0.0.1:8080")
-    attach.add_argument("--name", default=None, help="host name shown to the server")
+    attach.add_argument(
+        "--name",
+        default=None,
+        help="a private name for this computer, seen only by the project's operators and "
+        "this client (default: an anonymous host-<6 hex>; the hostname is never sent)",
+    )
     attach.add_argument(
         "--runtimes", type=_runtimes, default=["process"], help="e.g. process,docker"
     )
@@ -156,13 +161,18 @@ def build_parser(
     return parser
 
 
+def anonymous_name() -> str:
+    """A fresh random host name: volunteers are anonymous unless they choose a name."""
+    return f"host-{secrets.token_hex(3)}"
+
+
 def detect_host(name: str | None, runtimes: Sequence[Runtime]) -> HostRegisterRequest:
-    """What the client tells the server about this computer."""
+    """What the client tells the server about this computer: never its hostname."""
     memory_mb = 1024
     with contextlib.suppress(ValueError, OSError, AttributeError):
         memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
     return HostRegisterRequest(
-        name=(name or socket.gethostname() or "volunteer")[:128],
+        name=(name or anonymous_name())[:128],
         os=(platform.system() or "unknown")[:128],
         arch=(platform.machine() or "unknown")[:128],
         cpus=max(1, min(4096, os.cpu_count() or 1)),

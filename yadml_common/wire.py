@@ -72,6 +72,24 @@ class HostRegisterResponse(WireModel):
     host_token: str
 
 
+class HostRecord(WireModel):
+    """``GET /api/v1/hosts/me``: a host's own record, read with its host token. The name is
+    private: only the host itself and the project's operators ever see it."""
+
+    host_id: int
+    name: str
+    os: str
+    arch: str
+    cpus: int
+    memory_mb: int
+    runtimes: list[str]
+    created_at: datetime
+    results_valid: int
+    results_invalid: int
+    results_error: int
+    credit: float
+
+
 # --------------------------------------------------------------------------- work
 
 
@@ -218,22 +236,10 @@ class TrainReport(WireModel):
 # --------------------------------------------------------------------------- operator status
 
 
-class HostTrust(WireModel):
-    """Adaptive-replication state of one (host, runtime) pair (``work_server.services.trust``)."""
-
-    host_id: int
-    name: str
-    runtime: str
-    consecutive_valid: int
-    valid: int
-    invalid: int
-    error: int
-    daily_quota: int
-    quota_used_today: int
-    trusted: bool
-
-
 class ServerStatus(WireModel):
+    """``GET /api/v1/status``, public: counts and aggregates only, never a host's name or a
+    per-host row (those are the operator's ``GET /api/v1/hosts``)."""
+
     hosts_total: int
     hosts_active: int
     jobs_running: int
@@ -242,6 +248,5 @@ class ServerStatus(WireModel):
     results_over: dict[str, int]
     results_last_hour: int
     daemons: dict[str, datetime | None]
-    #: (host, runtime) pairs trusted for adaptive replication / all pairs with a record
+    #: (host, runtime) pairs trusted for adaptive replication
     hosts_trusted: int = 0
-    host_trust: list[HostTrust] = Field(default_factory=list)

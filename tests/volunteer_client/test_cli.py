@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
 import stat
 from pathlib import Path
 
@@ -52,6 +54,14 @@ def test_bad_usage_and_host_detection() -> None:
     assert host.cpus >= 1
     assert host.memory_mb >= 64
     assert host.runtimes == ["process", "docker"]
+
+
+def test_the_default_host_name_is_anonymous() -> None:
+    names = {detect_host(None, ["process"]).name for _ in range(5)}
+    assert all(re.fullmatch(r"host-[0-9a-f]{6}", n) for n in names), names
+    assert len(names) > 1  # random, not derived from the computer
+    assert socket.gethostname() not in names
+    assert detect_host("my-pc", ["process"]).name == "my-pc"  # --name: private, by choice
 
 
 def test_run_has_no_fault_or_attack_switches(capsys: pytest.CaptureFixture[str]) -> None:

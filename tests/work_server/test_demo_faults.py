@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 
 import pytest
+from rich.console import Console
 
 from work_server import demo
+from work_server.host_status import HostDetail, HostList, RuntimeTrust
 
 
 def test_attack_fraction_picks_the_last_volunteers() -> None:
@@ -49,3 +52,24 @@ def test_the_demo_client_commands_parse() -> None:
         assert parsed.faults == {"crash": 0.3}
     honest = demo.client_run_command(demo.parse_args([]), 1)
     assert build_parser().parse_args(honest[3:]).command == "run"
+
+
+def test_trust_table_reads_the_operators_host_list() -> None:
+    def host(i: int, invalid: int) -> HostDetail:
+        t = datetime(2024, 1, 1, tzinfo=UTC)
+        trust = RuntimeTrust(
+            runtime="process", consecutive_valid=3 - invalid, valid=3, invalid=invalid, error=0,
+            daily_quota=50, quota_used_today=4, trusted=invalid == 0,
+        )  # fmt: skip
+        return HostDetail(
+            host_id=i, name=f"volunteer-{i}", os="Linux", arch="x86_64", cpus=1, memory_mb=1024,
+            runtimes=["process"], created_at=t, results_valid=3, results_invalid=invalid,
+            results_error=0, credit=1.0, last_contact=t, banned=False,
+            consecutive_valid=3 - invalid, trust=[trust],
+        )  # fmt: skip
+
+    console = Console(width=120, record=True)
+    console.print(demo.trust_table(HostList(hosts=[host(1, 0), host(2, 2)]), [2]))
+    lines = console.export_text().splitlines()
+    assert any("volunteer-1" in line and "honest" in line for line in lines)
+    assert any("volunteer-2" in line and "attacker" in line for line in lines)

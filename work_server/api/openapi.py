@@ -14,6 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from work_server.host_status import HostDetail, HostList
 from work_server.job_spec import JobSpec
 from work_server.job_status import JobList, JobStatus
 from yadml_common import __version__
@@ -36,6 +37,8 @@ _MODELS: list[type[BaseModel]] = [
     w.TrainReport,
     w.ProjectInfo,
     w.HostBanStatus,
+    w.HostRecord,
+    HostList,
 ]
 
 _ERRORS = {
@@ -119,6 +122,29 @@ def build_openapi() -> dict[str, Any]:
                 ok={"201": _json(w.HostRegisterResponse, "Registered")},
                 errors=("400", "413", "422", "429"),
                 body=_json_body(w.HostRegisterRequest),
+            ),
+            "get": _op(
+                "Every host with its private name, counters and trust per runtime",
+                ok={"200": _json(HostList)},
+                errors=("401",),
+                security=OPERATOR_AUTH,
+            ),
+        },
+        f"{p}/hosts/me": {
+            "get": _op(
+                "The calling host's own record (its private name, counters, credit)",
+                ok={"200": _json(w.HostRecord)},
+                errors=("401", "403"),
+                security=HOST_AUTH,
+            )
+        },
+        f"{p}/hosts/{{host_id}}": {
+            "get": _op(
+                "One host with its private name, counters and trust per runtime",
+                ok={"200": _json(HostDetail)},
+                errors=("400", "401", "404"),
+                security=OPERATOR_AUTH,
+                params=[_id_param("host_id")],
             )
         },
         f"{p}/work": {
@@ -281,7 +307,9 @@ def build_openapi() -> dict[str, Any]:
                 ],
             )
         },
-        f"{p}/status": {"get": _op("Server status", ok={"200": _json(w.ServerStatus)})},
+        f"{p}/status": {
+            "get": _op("Server status: counts only, no host", ok={"200": _json(w.ServerStatus)})
+        },
         "/healthz": {
             "get": _op(
                 "Liveness",

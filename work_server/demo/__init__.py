@@ -10,6 +10,7 @@ the only project import is :mod:`yadml_common.wire` for the JSON models.
 from __future__ import annotations
 
 from work_server.demo.api import (
+    get_hosts,
     get_job,
     get_server_status,
     submit_job,
@@ -89,6 +90,7 @@ __all__ = [
     "delay_bound",
     "follow_job",
     "format_round",
+    "get_hosts",
     "get_job",
     "get_server_status",
     "main",

@@ -8,6 +8,7 @@ import httpx
 import pydantic
 
 from work_server.demo.options import DemoError
+from work_server.host_status import HostList
 from work_server.job_spec import JobSpec
 from work_server.job_status import JobStatus
 from yadml_common.wire import API_PREFIX, ServerStatus
@@ -38,5 +39,17 @@ def get_server_status(http: httpx.Client) -> ServerStatus | None:
         if resp.status_code != 200:
             return None
         return ServerStatus.model_validate_json(resp.content)
+    except (httpx.HTTPError, pydantic.ValidationError):
+        return None
+
+
+def get_hosts(http: httpx.Client) -> HostList | None:
+    """Every host with its trust (operator token), for the final table: ``None`` on any
+    problem."""
+    try:
+        resp = http.get(f"{API_PREFIX}/hosts")
+        if resp.status_code != 200:
+            return None
+        return HostList.model_validate_json(resp.content)
     except (httpx.HTTPError, pydantic.ValidationError):
         return None

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from work_server.demo.api import get_job, get_server_status, submit_job
+from work_server.demo.api import get_hosts, get_job, get_server_status, submit_job
 from work_server.demo.display import format_round, metrics_table, report_dir, trust_table
 from work_server.demo.options import (
     DATASETS,
@@ -314,7 +314,7 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
             )
             job = follow_job(demo, http, job_id, spec)
             job_wall = time.monotonic() - submitted
-            final_status = get_server_status(http)
+            final_hosts = get_hosts(http)
     finally:
         demo.stop()
 
@@ -328,8 +328,8 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
     console.print(
         f"wall time: {job_wall:.1f} s for the job, {time.monotonic() - started:.1f} s in all"
     )
-    if final_status is not None and (opts.faults or opts.attack or opts.adaptive):
-        console.print(trust_table(final_status, attack_plan(opts)[1]))
+    if final_hosts is not None and (opts.faults or opts.attack or opts.adaptive):
+        console.print(trust_table(final_hosts, attack_plan(opts)[1]))
     rdir = report_dir(job, opts.runs_dir)
     for name in ("report.json", "accuracy.png", "confusion.png"):
         path = rdir / name

@@ -8,8 +8,8 @@ from pathlib import Path
 from rich import box
 from rich.table import Table
 
+from work_server.host_status import HostList
 from work_server.job_status import JobStatus, RoundMetrics
-from yadml_common.wire import ServerStatus
 
 
 def format_round(m: RoundMetrics, rounds: int) -> str:
@@ -56,23 +56,25 @@ def metrics_table(rounds: Sequence[RoundMetrics], *, compact: bool = False) -> T
     return table
 
 
-def trust_table(status: ServerStatus, attackers: Sequence[int]) -> Table:
-    """Per-host trust at the end (host names are ``volunteer-<index>``)."""
+def trust_table(hosts: HostList, attackers: Sequence[int]) -> Table:
+    """Per-host, per-runtime trust at the end, from the operator's ``GET /api/v1/hosts`` (the
+    demo names its hosts ``volunteer-<index>``; names are private, not in the public status)."""
     table = Table(title="host trust (adaptive replication, quota)", box=box.SIMPLE_HEAVY)
     for name in ("host", "role", "valid", "invalid", "error", "consecutive", "quota", "trusted"):
         table.add_column(name, justify="right", no_wrap=True)
     roles = {f"volunteer-{i}" for i in attackers}
-    for h in status.host_trust:
-        table.add_row(
-            h.name,
-            "[red]attacker[/]" if h.name in roles else "honest",
-            str(h.valid),
-            str(h.invalid),
-            str(h.error),
-            str(h.consecutive_valid),
-            str(h.daily_quota),
-            "yes" if h.trusted else "no",
-        )
+    for host in hosts.hosts:
+        for t in host.trust:
+            table.add_row(
+                host.name,
+                "[red]attacker[/]" if host.name in roles else "honest",
+                str(t.valid),
+                str(t.invalid),
+                str(t.error),
+                str(t.consecutive_valid),
+                str(t.daily_quota),
+                "yes" if t.trusted else "no",
+            )
     return table
 
 

@@ -4,6 +4,9 @@ Two views of the same counts: ``server_status`` is the JSON API's ``ServerStatus
 ``/metrics``); ``status_overview`` is what the public ``/server-status`` web page shows
 (daemon errors, work-unit and blob figures too). Both count through the helpers here, so
 the API and the page always agree on what "unsent" or "jobs running" means.
+
+Both are public, so they hold counts and aggregates only: no host's name, id or per-host row
+(a volunteer's name is for the operators and the host itself: ``services.host_records``).
 """
 
 from __future__ import annotations
@@ -21,16 +24,16 @@ from work_server.db.models import (
     Blob,
     DaemonRun,
     Host,
+    HostRuntimeTrust,
     Job,
     Result,
     ServerState,
     WorkUnit,
     WorkUnitState,
 )
-from work_server.job_spec import JobSpec
-from work_server.services import trust
+from work_server.services import host_records
 from work_server.services.jobs import ACTIVE_JOB_STATES
-from yadml_common.wire import HostTrust, ServerStatus
+from yadml_common.wire import ServerStatus
 
 HOUR_S = 3600.0
 DAY_S = 86400.0
@@ -68,34 +71,14 @@ async def _daemon_runs(session: AsyncSession) -> dict[str, DaemonRun]:
     return {d.name: d for d in (await session.exec(select(DaemonRun))).all()}
 
 
-async def _host_trust(session: AsyncSession, now: float) -> list[HostTrust]:
-    # "trusted" as the running adaptive job sees it (the lowest threshold), else the default
-    thresholds = [
-        spec.replication.trust_threshold
-        for spec in (
-            JobSpec.model_validate(raw)
-            for raw in (
-                await session.exec(select(Job.spec).where(col(Job.state).in_(ACTIVE_JOB_STATES)))
-            ).all()
-        )
-        if spec.replication.adaptive
-    ]
-    threshold = min(thresholds, default=trust.DEFAULT_TRUST_THRESHOLD)
-    return [
-        HostTrust(
-            host_id=t.host_id,
-            name=name,
-            runtime=t.runtime,
-            consecutive_valid=t.consecutive_valid,
-            valid=t.valid,
-            invalid=t.invalid,
-            error=t.error,
-            daily_quota=t.daily_quota,
-            quota_used_today=t.quota_used_today if t.day == trust.day_of(now) else 0,
-            trusted=trusted,
-        )
-        for t, name, trusted in await trust.trust_rows(session, threshold=threshold)
-    ]
+async def _trusted_pairs(session: AsyncSession) -> int:
+    threshold = await host_records.trust_threshold(session)
+    return await _count(
+        session,
+        select(func.count())
+        .select_from(HostRuntimeTrust)
+        .where(col(HostRuntimeTrust.consecutive_valid) >= threshold),
+    )
 
 
 async def server_status(
@@ -118,7 +101,6 @@ async def server_status(
         ).all()
     )
     runs = await _daemon_runs(session)
-    host_trust = await _host_trust(session, now)
     return ServerStatus(
         hosts_total=await _hosts_total(session),
         hosts_active=hosts_active,
@@ -131,8 +113,7 @@ async def server_status(
             name: (datetime.fromtimestamp(runs[name].last_run, tz=UTC) if name in runs else None)
             for name in DAEMON_NAMES
         },
-        hosts_trusted=sum(1 for h in host_trust if h.trusted),
-        host_trust=host_trust,
+        hosts_trusted=await _trusted_pairs(session),
     )
 
 

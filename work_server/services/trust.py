@@ -31,7 +31,7 @@ with conditional updates. None of the helpers commits.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import case, update
@@ -43,7 +43,7 @@ from work_server.db.models import Host, HostRuntimeTrust, WorkUnit
 
 #: daily quota per CPU of the host (maximum and starting value)
 QUOTA_PER_CPU = 50
-#: trust threshold used where no job says otherwise (the status API's ``trusted``)
+#: trust threshold used where no job says otherwise (``trusted`` in host reports)
 DEFAULT_TRUST_THRESHOLD = 10
 SECONDS_PER_DAY = 86400.0
 
@@ -308,17 +308,3 @@ async def apply_adaptive(
             .execution_options(synchronize_session=False)
         )
     return decision
-
-
-async def trust_rows(
-    session: AsyncSession, *, threshold: int = DEFAULT_TRUST_THRESHOLD
-) -> list[tuple[HostRuntimeTrust, str, bool]]:
-    """Every pair with its host name and whether it is trusted at ``threshold``."""
-    rows: Sequence[tuple[HostRuntimeTrust, str]] = (
-        await session.exec(
-            select(HostRuntimeTrust, Host.name)
-            .join(Host, col(Host.id) == col(HostRuntimeTrust.host_id))
-            .order_by(col(HostRuntimeTrust.host_id), col(HostRuntimeTrust.runtime))
-        )
-    ).all()
-    return [(t, name, is_trusted(t.consecutive_valid, threshold)) for t, name in rows]

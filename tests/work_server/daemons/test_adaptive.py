@@ -18,7 +18,7 @@ from work_server.db.models import (
     WorkUnitState,
 )
 from work_server.errors import Gone
-from work_server.services import dispatch, trust, uploads
+from work_server.services import dispatch, host_records, trust, uploads
 from work_server.services.status import server_status
 
 ADAPTIVE = {"adaptive": True, "trust_threshold": 2, "spot_check_rate": 0.0}
@@ -126,9 +126,11 @@ async def test_disagreeing_host_loses_trust_and_quota(sim: Sim) -> None:
 
     async with sim.sm() as s:
         status = await server_status(s, now=T0 + 3, active_window_s=3600)
-    by_host = {h.host_id: h for h in status.host_trust}
-    assert by_host[cheat].invalid == 4
-    assert not by_host[cheat].trusted
+        details = await host_records.host_details(s, now=T0 + 3)
+    by_host = {h.host_id: h for h in details}
+    (cheat_trust,) = by_host[cheat].trust
+    assert cheat_trust.invalid == 4
+    assert not cheat_trust.trusted
     assert status.hosts_trusted == 0  # threshold 2 not reached yet
 
 

@@ -1,0 +1,45 @@
+"""Per-host records: a host reads its own (host token), the operators read every host's.
+
+A volunteer's name is private: these are the only API answers that carry one. The public
+``GET /api/v1/status`` holds counts only.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from work_server import keys
+from work_server.api.common import int_param, json_response
+from work_server.auth import bearer_token, check_operator
+from work_server.host_status import HostList
+from work_server.services import host_records
+from work_server.services.hosts import authenticate_host
+from yadml_common.wire import API_PREFIX
+
+routes = web.RouteTableDef()
+
+
+# before ``/hosts/{host_id}``, which would otherwise take "me" for an id
+@routes.get(f"{API_PREFIX}/hosts/me")
+async def own_host(request: web.Request) -> web.Response:
+    async with request.app[keys.SESSIONMAKER]() as session:
+        host = await authenticate_host(session, bearer_token(request), time.time())
+        return json_response(host_records.own_record(host))
+
+
+@routes.get(f"{API_PREFIX}/hosts")
+async def list_hosts(request: web.Request) -> web.Response:
+    check_operator(request, request.app[keys.CONFIG].operator_token)
+    async with request.app[keys.SESSIONMAKER]() as session:
+        details = await host_records.host_details(session, now=time.time())
+    return json_response(HostList(hosts=details))
+
+
+@routes.get(f"{API_PREFIX}/hosts/{{host_id}}")
+async def get_host(request: web.Request) -> web.Response:
+    check_operator(request, request.app[keys.CONFIG].operator_token)
+    host_id = int_param(request, "host_id")
+    async with request.app[keys.SESSIONMAKER]() as session:
+        return json_response(await host_records.host_detail(session, host_id, now=time.time()))
