@@ -186,7 +186,8 @@ async def host_loop(
                 b.raise_for_status()
                 cache.add(inp["sha256"])
             t0 = time.perf_counter()
-            u = await client.put(unit["upload"]["url"], content=upload, headers=headers)
+            grant = {"X-Upload-Grant": unit["upload"]["grant"]}
+            u = await client.put(unit["upload"]["url"], content=upload, headers=headers | grant)
             stats["upload"].append(time.perf_counter() - t0)
             if u.status_code != 200:
                 raise RuntimeError(f"upload refused: {u.status_code} {u.text}")
@@ -244,7 +245,8 @@ unit = {"result_id": 1, "workunit_id": 1, "job_id": 1, "round": 1,
         "deadline": "2030-01-01T00:00:00Z", "runtime": "process",
         "inputs": [{"name": "shard", "sha256": "a" * 64, "size": 4, "url": "/blob/a"},
                    {"name": "weights", "sha256": "b" * 64, "size": 4, "url": "/blob/b"}],
-        "task": {"model": "lenet"}, "upload": {"url": "/up/1", "max_bytes": 65536}}
+        "task": {"model": "lenet"},
+        "upload": {"url": "/up/1", "grant": "g.mac", "max_bytes": 65536}}
 async def work(request):
     await request.read()
     return web.json_response({"units": [unit] * N, "retry_after_s": 0})

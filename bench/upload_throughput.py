@@ -137,19 +137,19 @@ def _pct(xs: list[float], q: float) -> float:
 
 async def _upload_batch(
     client: httpx.AsyncClient,
-    jobs: list[tuple[str, bytes]],
+    jobs: list[tuple[tuple[str, str], bytes]],
     headers: dict[str, str],
     conc: int,
     latencies: list[float],
 ) -> float:
-    """PUT every (url, body), ``conc`` at a time; returns the wall time."""
+    """PUT every ((url, upload grant), body), ``conc`` at a time; returns the wall time."""
     queue = list(reversed(jobs))
 
     async def worker() -> None:
         while queue:
-            url, body = queue.pop()
+            (url, grant), body = queue.pop()
             t0 = time.perf_counter()
-            r = await client.put(url, content=body, headers=headers)
+            r = await client.put(url, content=body, headers={**headers, "X-Upload-Grant": grant})
             latencies.append(time.perf_counter() - t0)
             if r.status_code != 200:
                 raise RuntimeError(f"upload refused: {r.status_code} {r.text[:300]}")
@@ -160,7 +160,10 @@ async def _upload_batch(
 
 
 async def _measure(
-    args: argparse.Namespace, urls: list[str], bodies: list[bytes], headers: dict[str, str]
+    args: argparse.Namespace,
+    urls: list[tuple[str, str]],
+    bodies: list[bytes],
+    headers: dict[str, str],
 ) -> dict[str, dict[str, Any]]:
     """Alternate between the two servers, ``args.rounds`` slices each, so a change in the
     machine's background load hits both alike. MB/s = all bytes / all wall time."""
@@ -177,9 +180,8 @@ async def _measure(
             (await c.get("/healthz")).raise_for_status()  # connect first
         for i in range(0, len(bodies), step):
             for name, c in clients.items():
-                targets = (
-                    urls[i : i + step] if name == "yadml" else ["/up"] * len(bodies[i : i + step])
-                )
+                n = len(bodies[i : i + step])
+                targets = urls[i : i + step] if name == "yadml" else [("/up", "g.mac")] * n
                 jobs = list(zip(targets, bodies[i : i + step], strict=True))
                 walls[name] += await _upload_batch(c, jobs, headers, args.concurrency, lat[name])
     finally:
@@ -202,7 +204,8 @@ async def _measure(
 async def client_main(args: argparse.Namespace) -> dict[str, Any]:
     token: str = args.token
     headers = {"Authorization": f"Bearer {token}"}
-    plans: dict[str, list[str]] = {label: [] for label, _ in SIZES}
+    #: per size, each unit's (upload.url, upload.grant)
+    plans: dict[str, list[tuple[str, str]]] = {label: [] for label, _ in SIZES}
     by_sha: dict[str, str] = {}
     for label, params in SIZES:
         by_sha[hashlib.sha256(weights_blob(params, report=False)).hexdigest()] = label
@@ -215,7 +218,7 @@ async def client_main(args: argparse.Namespace) -> dict[str, Any]:
                 break
             for u in units:
                 sha = next(i["sha256"] for i in u["inputs"] if i["name"] == "weights")
-                plans[by_sha[sha]].append(u["upload"]["url"])
+                plans[by_sha[sha]].append((u["upload"]["url"], u["upload"]["grant"]))
     out: dict[str, Any] = {}
     for label, params in SIZES:
         bodies = _bodies(params, len(plans[label]))

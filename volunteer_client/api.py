@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from yadml_common.fsutil import atomic_output
 from yadml_common.wire import (
     API_PREFIX,
+    UPLOAD_GRANT_HEADER,
     ErrorBody,
     FailureReport,
     HeartbeatRequest,
@@ -183,9 +184,10 @@ class ServerAPI:
         json_body: BaseModel | None = None,
         content: bytes | None = None,
         content_type: str | None = None,
+        extra_headers: dict[str, str] | None = None,
     ) -> bytes:
         target = self._url(url)
-        headers = self._headers(target)
+        headers = {**self._headers(target), **(extra_headers or {})}
         data = content
         if json_body is not None:
             data = json_body.model_dump_json().encode()
@@ -274,11 +276,13 @@ class ServerAPI:
         return dest
 
     async def upload_result(
-        self, result_id: int, data: bytes | Path, *, url: str | None = None
+        self, result_id: int, data: bytes | Path, *, grant: str, url: str | None = None
     ) -> UploadAccepted:
         """``PUT /results/{id}`` with the output safetensors bytes (idempotent for the same bytes).
 
-        ``url`` is the assignment's ``upload.url`` when given (absolute or relative).
+        ``grant`` is the assignment's ``upload.grant``, sent as the ``X-Upload-Grant`` header
+        (a credential never goes in a URL: URLs end up in logs). ``url`` is the assignment's
+        ``upload.url`` when given (absolute or relative).
         """
         # A result file can be hundreds of MB on a slow disk: read it off the event loop.
         content = await asyncio.to_thread(data.read_bytes) if isinstance(data, Path) else data
@@ -287,6 +291,7 @@ class ServerAPI:
             url if url is not None else f"{API_PREFIX}/results/{result_id}",
             content=content,
             content_type="application/octet-stream",
+            extra_headers={UPLOAD_GRANT_HEADER: grant},
         )
         return self._parse(UploadAccepted, body)
 

@@ -18,6 +18,7 @@ from work_server.ratelimit import RateLimiter
 from work_server.services.pacing import PollPacer
 from work_server.services.uploads import WeightsSpecCache
 from work_server.signing import ProjectSigner, UploadGrants
+from work_server.url_credentials import refuse_url_credentials
 from work_server.web import setup_web
 
 
@@ -100,7 +101,12 @@ def setup_routes(app: web.Application) -> None:
 
 
 def create_app(config: ServerConfig) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_request_bytes)
+    app = web.Application(
+        # credentials never in URLs: refused before any handler, inside the error middleware
+        # so the refusal is counted like any other
+        middlewares=[error_middleware, refuse_url_credentials],
+        client_max_size=config.max_request_bytes,
+    )
     app[keys.CONFIG] = config
     setup_metrics(app)
     setup_storage(app)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from work_server.access_log import ACCESS_LOGGER_NAME, RedactingAccessLogger
 from work_server.auth import new_token
 from work_server.config import DEFAULT_RUNS_DIR, DEFAULT_STATE_DIR, DaemonIntervals, ServerConfig
 from work_server.db.cli import add_db_parser, db_main
@@ -141,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="believe X-Forwarded-For from this reverse proxy address (repeatable)",
     )
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one INFO line per request in the server log: client IP, method, path without "
+        "its query string, status, bytes, seconds; never a header (default: on)",
+    )
     add_operator_parser(sub)
     add_key_parser(sub)
     add_db_parser(sub)
@@ -202,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # aiohttp's access log would be one line per request, APScheduler's two lines per daemon
-    # run (most of a server's log otherwise); keep them at WARNING
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # APScheduler writes two lines per daemon run (most of a server's log otherwise)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     token, generated = _operator_token(args.state_dir)
     if generated:
@@ -231,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     web.run_app(
         app,
+        # our access logger: no query string, no header (work_server/access_log.py)
+        access_log=logging.getLogger(ACCESS_LOGGER_NAME) if args.access_log else None,
+        access_log_class=RedactingAccessLogger.behind(config.trusted_proxies),
         host=args.host,
         port=args.port,
         ssl_context=ssl_context,

@@ -227,7 +227,8 @@ class UploadGrants:
         """The grant in ``token``; 403 ``invalid_upload_grant`` if absent, malformed or forged."""
         if not token:
             raise Forbidden(
-                "missing upload grant: upload to the work unit's upload.url exactly as given",
+                "missing upload grant: send the work unit's upload.grant in the "
+                "X-Upload-Grant header",
                 code="invalid_upload_grant",
             )
         if len(token) > self.MAX_TOKEN_LEN or token.count(".") != 1:

@@ -2,7 +2,7 @@
 
 The **manifest** of a work unit is every field of its :class:`~yadml_common.wire.WorkUnitAssignment`
 except ``signature`` (result id, work unit, job, round, deadline, runtime, image, input
-names/sha256s/sizes/URLs, task config, upload URL and byte limit). Its canonical bytes are
+names/sha256s/sizes/URLs, task config, upload URL, grant and byte limit). Its canonical bytes are
 
     b"yadml-work-manifest-v1\\x00" + JSON(assignment without signature)
 

@@ -120,8 +120,20 @@ class WorkInput(WireModel):
     url: str
 
 
+#: The header that carries a unit's upload grant on ``PUT /results/{id}``. Credentials travel
+#: in headers, never in URLs: URLs end up in proxy and access logs.
+UPLOAD_GRANT_HEADER = "X-Upload-Grant"
+
+
 class UploadSpec(WireModel):
+    """Where and how to upload a unit's result.
+
+    ``url`` has no query string; ``grant`` (the server's HMAC upload grant for this result
+    and host) is sent as the :data:`UPLOAD_GRANT_HEADER` header.
+    """
+
     url: str
+    grant: str = Field(pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$", max_length=512)
     max_bytes: int = Field(ge=1)
 
 

@@ -100,7 +100,7 @@ async def _host(
                 up = await client.put(
                     _on(servers.pick(), unit["upload"]["url"]),
                     content=result_bytes(weights[src["sha256"]]),
-                    headers=auth,
+                    headers={**auth, "X-Upload-Grant": unit["upload"]["grant"]},
                 )
                 if up.status_code != 200:
                     tally.errors.append(f"upload {unit['result_id']}: {up.status_code} {up.text}")

@@ -21,6 +21,7 @@ from yadml_common.wire import (
     API_PREFIX,
     INPUT_SHARD,
     INPUT_WEIGHTS,
+    UPLOAD_GRANT_HEADER,
     FailureReport,
     HeartbeatRequest,
     HostRegisterRequest,
@@ -39,6 +40,11 @@ from yadml_common.wire import (
 TOKEN = "secret-token"
 
 
+def grant_for(result_id: int) -> str:
+    """The fake's upload grant of a unit (shaped like the real ones: ``payload.mac``)."""
+    return f"grant-{result_id}.fake-mac"
+
+
 def _error(status: int, error: str, detail: str = "", **headers: str) -> web.Response:
     return web.json_response({"error": error, "detail": detail}, status=status, headers=headers)
 
@@ -52,6 +58,8 @@ class FakeWorkServer:
         self.queue: list[WorkUnitAssignment] = []
         self.uploads: dict[int, bytes] = {}
         self.upload_attempts: dict[int, int] = {}
+        #: the X-Upload-Grant header of each upload attempt, in order
+        self.upload_grants: list[str | None] = []
         self.failures: dict[int, FailureReport] = {}
         self.heartbeats: list[HeartbeatRequest] = []
         #: notified after each heartbeat is recorded, so tests wait on it instead of polling
@@ -109,7 +117,11 @@ class FakeWorkServer:
             runtime="process",
             inputs=inputs,
             task=TaskConfig(seed=result_id),
-            upload=UploadSpec(url=f"{API_PREFIX}/results/{result_id}", max_bytes=max_bytes),
+            upload=UploadSpec(
+                url=f"{API_PREFIX}/results/{result_id}",
+                grant=grant_for(result_id),
+                max_bytes=max_bytes,
+            ),
         )
         if sign:
             unit = sign_assignment(unit, self.key)
@@ -163,6 +175,11 @@ class FakeWorkServer:
             return denied
         rid = int(request.match_info["rid"])
         self.upload_attempts[rid] = self.upload_attempts.get(rid, 0) + 1
+        self.upload_grants.append(request.headers.get(UPLOAD_GRANT_HEADER))
+        if request.query_string:  # like the real server: no credential in a URL
+            return _error(400, "credential_in_url", request.query_string)
+        if request.headers.get(UPLOAD_GRANT_HEADER) != grant_for(rid):
+            return _error(403, "invalid_upload_grant", "send it in X-Upload-Grant")
         data = await request.read()
         if self.upload_script:
             status, error, headers = self.upload_script.pop(0)

@@ -18,7 +18,7 @@ from volunteer_client.errors import (
 )
 from yadml_common.wire import HostRegisterRequest, RunningUnit
 
-from .fake_server import FakeWorkServer
+from .fake_server import FakeWorkServer, grant_for
 
 
 async def test_register_and_request_work(fake_server: FakeWorkServer, api: ServerAPI) -> None:
@@ -117,20 +117,24 @@ async def test_download_verifies_sha256(
 
 
 async def test_upload_failure_heartbeat(fake_server: FakeWorkServer, api: ServerAPI) -> None:
-    first = await api.upload_result(4, b"weights")
-    again = await api.upload_result(4, b"weights", url="/api/v1/results/4")
+    first = await api.upload_result(4, b"weights", grant=grant_for(4))
+    again = await api.upload_result(4, b"weights", grant=grant_for(4), url="/api/v1/results/4")
     assert (first.duplicate, again.duplicate) == (False, True)
+    assert fake_server.upload_grants == [grant_for(4)] * 2
+    with pytest.raises(Forbidden) as no_grant:
+        await api.upload_result(4, b"weights", grant=grant_for(5))
+    assert no_grant.value.error == "invalid_upload_grant"
     with pytest.raises(Rejected) as conflict:
-        await api.upload_result(4, b"other")
+        await api.upload_result(4, b"other", grant=grant_for(4))
     assert conflict.value.status == 409
     assert not isinstance(conflict.value, PayloadRejected)
     fake_server.upload_script = [(422, "invalid_tensors", {}), (413, "too_large", {})]
     with pytest.raises(PayloadRejected) as invalid:
-        await api.upload_result(5, b"bad")
+        await api.upload_result(5, b"bad", grant=grant_for(5))
     assert invalid.value.status == 422
     assert invalid.value.error == "invalid_tensors"
     with pytest.raises(PayloadRejected) as too_large:
-        await api.upload_result(5, b"big")
+        await api.upload_result(5, b"big", grant=grant_for(5))
     assert too_large.value.status == 413
 
     await api.report_failure(6, "crash", "x" * 20000)
@@ -141,6 +145,29 @@ async def test_upload_failure_heartbeat(fake_server: FakeWorkServer, api: Server
     answer = await api.heartbeat([RunningUnit(result_id=8, fraction_done=0.5)])
     assert answer.abort == [8]
     assert fake_server.heartbeats[0].running[0].fraction_done == 0.5
+
+
+async def test_upload_sends_the_grant_in_a_header_never_in_the_url(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"result_id": 7, "sha256": "0" * 64, "duplicate": False})
+
+    output = tmp_path / "output.safetensors"
+    output.write_bytes(b"result bytes")
+    transport = httpx.MockTransport(handler)
+    async with ServerAPI(base_url="http://s:8080/", token="t", transport=transport) as api:
+        await api.upload_result(7, output, grant="payload.mac", url="/api/v1/results/7")
+        await api.upload_result(7, b"result bytes", grant="payload.mac")  # the default URL
+    for request in seen:
+        assert request.method == "PUT"
+        assert str(request.url) == "http://s:8080/api/v1/results/7"
+        assert request.url.query == b""
+        assert request.headers["X-Upload-Grant"] == "payload.mac"
+        assert request.headers["Authorization"] == "Bearer t"
+        assert request.content == b"result bytes"
+    assert len(seen) == 2
 
 
 def test_retry_after_parsing() -> None:

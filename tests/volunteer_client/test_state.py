@@ -29,7 +29,7 @@ def _assignment(result_id: int) -> WorkUnitAssignment:
         runtime="process",
         inputs=[],
         task=TaskConfig(),
-        upload=UploadSpec(url=f"/api/v1/results/{result_id}", max_bytes=100),
+        upload=UploadSpec(url=f"/api/v1/results/{result_id}", grant="g.mac", max_bytes=100),
     )
 
 

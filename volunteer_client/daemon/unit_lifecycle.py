@@ -254,7 +254,9 @@ class UnitLifecycle:
             detail = f"output is {size} bytes, over the limit of {spec.max_bytes}"
             await self._fail(unit, "other", detail)
             return
-        upload = functools.partial(self._api.upload_result, rid, output, url=spec.url)
+        upload = functools.partial(
+            self._api.upload_result, rid, output, grant=spec.grant, url=spec.url
+        )
         deadline = _deadline(unit.record.assignment)
         try:
             accepted = await self._retry.run(upload, deadline=deadline, what=f"unit {rid}: upload")

@@ -42,7 +42,7 @@ _MODELS: list[type[BaseModel]] = [
 ]
 
 _ERRORS = {
-    "400": "Malformed request (bad JSON, bad id)",
+    "400": "Malformed request (bad JSON, bad id, a credential in the URL)",
     "401": "Missing or invalid token",
     "403": "Forbidden (banned host, not your result, missing/invalid/foreign upload grant)",
     "404": "Not found",
@@ -149,7 +149,7 @@ def build_openapi() -> dict[str, Any]:
         },
         f"{p}/work": {
             "post": _op(
-                "Ask for work units (each signed; upload.url carries the upload grant)",
+                "Ask for work units (each signed; send upload.grant as X-Upload-Grant)",
                 ok={"200": _json(w.WorkResponse)},
                 errors=("400", "401", "403", "413", "422", "429"),
                 body=_json_body(w.WorkRequest),
@@ -186,11 +186,11 @@ def build_openapi() -> dict[str, Any]:
                 params=[
                     _id_param("result_id"),
                     {
-                        "name": "grant",
-                        "in": "query",
-                        "required": False,
-                        "description": "the upload grant (part of upload.url); or send it "
-                        "as the X-Upload-Grant header",
+                        # a header, never a query parameter: URLs end up in logs
+                        "name": w.UPLOAD_GRANT_HEADER,
+                        "in": "header",
+                        "required": True,
+                        "description": "the work unit's upload.grant",
                         "schema": {"type": "string", "maxLength": 512},
                     },
                 ],

@@ -24,6 +24,7 @@ from yadml_common.wire import (
     API_PREFIX,
     INPUT_SHARD,
     INPUT_WEIGHTS,
+    UPLOAD_GRANT_HEADER,
     FailureReport,
     HeartbeatRequest,
     HeartbeatResponse,
@@ -122,8 +123,11 @@ async def request_work(request: web.Request) -> web.Response:
             runtime=c.runtime,
             inputs=inputs,
             task=TaskConfig.model_validate(wu.task),
+            # the grant is a credential: it travels in the X-Upload-Grant header, never in
+            # the URL (URLs end up in proxy and access logs)
             upload=UploadSpec(
-                url=_url(request, f"{API_PREFIX}/results/{c.result_id}?grant={grant}"),
+                url=_url(request, f"{API_PREFIX}/results/{c.result_id}"),
+                grant=grant,
                 max_bytes=wu.max_output_bytes,
             ),
             image={"docker": config.worker_image, "vm": config.vm_image}.get(c.runtime),
@@ -167,10 +171,6 @@ async def blob_etag_hook(request: web.Request, response: web.StreamResponse) -> 
         response.headers["ETag"] = etag
 
 
-#: the upload grant, as a header; or the ``grant`` query parameter of ``upload.url``
-GRANT_HEADER = "X-Upload-Grant"
-
-
 def _wake_transitioner(app: web.Application) -> None:
     """A result came in (its work unit is due for the transitioner now): run it now rather
     than at its next interval (``DaemonScheduler.wake``)."""
@@ -186,8 +186,9 @@ async def upload_result(request: web.Request) -> web.Response:
     async with app[keys.SESSIONMAKER]() as session:
         host = await _host(request, session)
         assert host.id is not None
+        # only from the header: a ``?grant=`` never gets here (url_credentials refuses it)
         grant = app[keys.UPLOAD_GRANTS].check(
-            request.headers.get(GRANT_HEADER) or request.query.get("grant"),
+            request.headers.get(UPLOAD_GRANT_HEADER),
             result_id=result_id,
             host_id=host.id,
             content_length=request.content_length,

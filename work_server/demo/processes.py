@@ -45,6 +45,9 @@ def server_command(opts: DemoOptions, port: int) -> list[str]:
             "--interval-validator", DAEMON_INTERVAL_S,
             "--interval-aggregator", DAEMON_INTERVAL_S,
             "--retry-after", DAEMON_INTERVAL_S,
+            # ~10 requests a second (clients polling, the demo's own status polls) would
+            # bury the job's lines that the demo's server.log is read for
+            "--no-access-log",
         ],
     )  # fmt: skip
     if opts.data_dir is not None:

@@ -26,7 +26,7 @@ from work_server.config import ServerConfig
 from work_server.daemons import transitioner
 from work_server.daemons.work_generator import start_job
 from work_server.db.models import Job
-from yadml_common.wire import REPORT_METADATA_KEY
+from yadml_common.wire import REPORT_METADATA_KEY, UPLOAD_GRANT_HEADER
 
 OPERATOR = "operator-secret-token"
 
@@ -110,9 +110,15 @@ def make_result(
 class Unit:
     result_id: int
     upload_url: str
+    #: ``upload.grant``: sent as the X-Upload-Grant header, never in the URL
+    grant: str
     max_bytes: int
     weights: bytes
     raw: dict[str, Any]
+
+    def upload_headers(self, token: str) -> dict[str, str]:
+        """What an upload of this unit sends: the host token and the unit's upload grant."""
+        return {**bearer(token), UPLOAD_GRANT_HEADER: self.grant}
 
 
 async def fetch_unit(client: Client, token: str) -> Unit:
@@ -124,7 +130,8 @@ async def fetch_unit(client: Client, token: str) -> Unit:
     w = next(i for i in u["inputs"] if i["name"] == "weights")
     blob = await client.get(w["url"], headers=bearer(token))
     assert blob.status == 200
-    return Unit(u["result_id"], u["upload"]["url"], u["upload"]["max_bytes"], await blob.read(), u)
+    up = u["upload"]
+    return Unit(u["result_id"], up["url"], up["grant"], up["max_bytes"], await blob.read(), u)
 
 
 def db_snapshot(config: ServerConfig) -> dict[str, list[tuple[Any, ...]]]:

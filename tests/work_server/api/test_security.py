@@ -110,7 +110,7 @@ async def test_uploads_outside_their_grant_are_refused(
     other = await fetch_unit(client, token)
     good = make_result(unit.weights)
     base = f"/api/v1/results/{unit.result_id}"
-    grant = unit.upload_url.split("grant=", 1)[1]
+    grant = unit.grant
     before = db_snapshot(config)
     grants = UploadGrants.load_or_create(config.state_dir)
     expired = grants.issue(UploadGrant(unit.result_id, host_id, unit.max_bytes, expires=1.0))
@@ -118,20 +118,30 @@ async def test_uploads_outside_their_grant_are_refused(
         UploadGrant(unit.result_id, host_id, unit.max_bytes, expires=4e9)
     )
     bigger = grants.issue(UploadGrant(unit.result_id, host_id, 10, expires=4e9))
-    cases = [
-        (base, 403, "invalid_upload_grant"),  # none
-        (f"{base}?grant=garbage", 403, "invalid_upload_grant"),
-        (f"{base}?grant={forged}", 403, "invalid_upload_grant"),
-        (f"{base}?grant={grant[:-3]}AAA", 403, "invalid_upload_grant"),
-        (f"{base}?grant={other.upload_url.split('grant=', 1)[1]}", 403, "foreign_upload_grant"),
-        (f"{base}?grant={expired}", 410, "upload_grant_expired"),
-        (f"{base}?grant={bigger}", 413, "payload_too_large"),
+    cases: list[tuple[str | None, int, str]] = [
+        (None, 403, "invalid_upload_grant"),
+        ("", 403, "invalid_upload_grant"),
+        ("garbage", 403, "invalid_upload_grant"),
+        (forged, 403, "invalid_upload_grant"),
+        (f"{grant[:-3]}AAA", 403, "invalid_upload_grant"),
+        (other.grant, 403, "foreign_upload_grant"),
+        (expired, 410, "upload_grant_expired"),
+        (bigger, 413, "payload_too_large"),
     ]
-    for url, status, error in cases:
-        await _expect(await client.put(url, data=good, headers=bearer(token)), status, error)
+    for sent, status, error in cases:
+        headers = bearer(token) if sent is None else {**bearer(token), "X-Upload-Grant": sent}
+        await _expect(await client.put(base, data=good, headers=headers), status, error)
+        assert db_snapshot(config) == before, sent
+    # the right grant in the URL is refused all the same: credentials never go in a URL
+    for url in (f"{base}?grant={grant}", f"{base}?token={token}"):
+        body = await _expect(
+            await client.put(url, data=good, headers=unit.upload_headers(token)),
+            400,
+            "credential_in_url",
+        )
+        assert "never accepted in a URL" in body["detail"]
         assert db_snapshot(config) == before, url
-    # the header form works like the query parameter
-    r = await client.put(base, data=good, headers={**bearer(token), "X-Upload-Grant": grant})
+    r = await client.put(base, data=good, headers=unit.upload_headers(token))
     await _expect(r, 200)
 
 
@@ -151,8 +161,8 @@ async def test_oversized_bodies_are_refused_without_reading_them(
     ):
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-            f"{_token_for(token, path)}\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Length: {gib}\r\n"
+            f"{_token_for(token, path)}\r\nX-Upload-Grant: {unit.grant}\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {gib}\r\n"
         )
         status, rest = await _raw_request(client, head, b"\x00" * 1024)  # 1 KiB of 1 GiB
         assert status == 413, (path, rest)

@@ -16,7 +16,6 @@ from sqlmodel import col, select
 
 from tests.work_server.api.conftest import (
     Client,
-    bearer,
     db_snapshot,
     expect,
     fetch_unit,
@@ -73,7 +72,9 @@ async def test_unit_carries_the_encoding_and_int8_is_merged_as_float32(
         assert unit.raw["task"]["update_encoding"] == "int8"
         body = encoded_result(unit.weights, "int8", step)
         assert len(body) < len(unit.weights) / 3  # int8 + scales vs float32
-        await expect(await client.put(unit.upload_url, data=body, headers=bearer(token)), 200)
+        await expect(
+            await client.put(unit.upload_url, data=body, headers=unit.upload_headers(token)), 200
+        )
         units.append((unit, step))
     now = time.time()
     async with app[keys.SESSIONMAKER]() as session:
@@ -154,9 +155,11 @@ async def test_malformed_encoded_uploads_are_refused(
         }
     for name, data in bad.items():
         body = await expect(
-            await client.put(unit.upload_url, data=data, headers=bearer(token)), 422
+            await client.put(unit.upload_url, data=data, headers=unit.upload_headers(token)), 422
         )
         assert body["error"] == "invalid_result", (name, body)
         assert db_snapshot(config) == before, f"{name} changed the database or the blobs"
     good = encoded_result(unit.weights, encoding)
-    await expect(await client.put(unit.upload_url, data=good, headers=bearer(token)), 200)
+    await expect(
+        await client.put(unit.upload_url, data=good, headers=unit.upload_headers(token)), 200
+    )

@@ -69,6 +69,9 @@ async def test_work_unit_shape_and_blob_download(client: Client) -> None:
     assert {i["name"] for i in u["inputs"]} == {"shard", "weights"}
     assert u["task"]["model"] == "lenet"
     assert u["upload"]["max_bytes"] > 0
+    # the upload grant has a field of its own: no credential in the URL
+    assert u["upload"]["url"] == f"/api/v1/results/{u['result_id']}"
+    assert u["upload"]["grant"].count(".") == 1
     shard = next(i for i in u["inputs"] if i["name"] == "shard")
     full = await client.get(shard["url"], headers=bearer(token))
     data = await full.read()
@@ -97,15 +100,19 @@ async def test_upload_accepted_and_idempotent(client: Client, config: ServerConf
     _, token = await register(client)
     unit = await fetch_unit(client, token)
     good = make_result(unit.weights)
-    body = await _expect(await client.put(unit.upload_url, data=good, headers=bearer(token)), 200)
+    body = await _expect(
+        await client.put(unit.upload_url, data=good, headers=unit.upload_headers(token)), 200
+    )
     assert body["duplicate"] is False
     after_first = db_snapshot(config)
-    body = await _expect(await client.put(unit.upload_url, data=good, headers=bearer(token)), 200)
+    body = await _expect(
+        await client.put(unit.upload_url, data=good, headers=unit.upload_headers(token)), 200
+    )
     assert body["duplicate"] is True
     assert db_snapshot(config) == after_first  # counted once
     other = make_result(unit.weights, change=lambda t: next(iter(t.values())).add_(1.0))
     await _expect(
-        await client.put(unit.upload_url, data=other, headers=bearer(token)),
+        await client.put(unit.upload_url, data=other, headers=unit.upload_headers(token)),
         409,
         "different_reupload",
     )
@@ -148,13 +155,15 @@ async def test_invalid_uploads_are_refused_and_change_nothing(
     unit = await fetch_unit(client, token)
     before = db_snapshot(config)
     for name, data in _bad_bodies(unit.weights).items():
-        r = await client.put(unit.upload_url, data=data, headers=bearer(token))
+        r = await client.put(unit.upload_url, data=data, headers=unit.upload_headers(token))
         body = await _expect(r, 422)
         assert body["error"] == "invalid_result", (name, body)
         assert db_snapshot(config) == before, f"{name} changed the database"
     # and the unit can still be completed properly afterwards
     await _expect(
-        await client.put(unit.upload_url, data=make_result(unit.weights), headers=bearer(token)),
+        await client.put(
+            unit.upload_url, data=make_result(unit.weights), headers=unit.upload_headers(token)
+        ),
         200,
     )
 
@@ -167,13 +176,17 @@ async def test_oversized_upload_refused_before_reading(
     unit = await fetch_unit(client, token)
     before = db_snapshot(config)
     huge = b"\x00" * (unit.max_bytes + 1)
-    await _expect(await client.put(unit.upload_url, data=huge, headers=bearer(token)), 413)
+    await _expect(
+        await client.put(unit.upload_url, data=huge, headers=unit.upload_headers(token)), 413
+    )
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: refused while streaming
         for _ in range(unit.max_bytes // 65536 + 2):
             yield b"\x00" * 65536
 
-    await _expect(await client.put(unit.upload_url, data=chunks(), headers=bearer(token)), 413)
+    await _expect(
+        await client.put(unit.upload_url, data=chunks(), headers=unit.upload_headers(token)), 413
+    )
     assert db_snapshot(config) == before
 
 
@@ -184,9 +197,9 @@ async def test_someone_elses_and_unknown_results(client: Client, config: ServerC
     unit = await fetch_unit(client, token)
     before = db_snapshot(config)
     good = make_result(unit.weights)
-    # the upload grant in upload_url names the owner's host: refused before the body
+    # the upload grant names the owner's host: refused before the body
     await _expect(
-        await client.put(unit.upload_url, data=good, headers=bearer(intruder)),
+        await client.put(unit.upload_url, data=good, headers=unit.upload_headers(intruder)),
         403,
         "foreign_upload_grant",
     )
@@ -243,7 +256,9 @@ async def test_no_longer_wanted_is_gone(client: Client, config: ServerConfig) ->
     assert hb["abort"] == [unit.result_id]
     before = db_snapshot(config)
     await _expect(
-        await client.put(unit.upload_url, data=make_result(unit.weights), headers=bearer(token)),
+        await client.put(
+            unit.upload_url, data=make_result(unit.weights), headers=unit.upload_headers(token)
+        ),
         410,
         "result_not_wanted",
     )
@@ -265,7 +280,9 @@ async def test_failure_report(client: Client) -> None:
     assert r.status == 200
     assert (await r.json())["recorded"] is False
     await _expect(
-        await client.put(unit.upload_url, data=make_result(unit.weights), headers=bearer(token)),
+        await client.put(
+            unit.upload_url, data=make_result(unit.weights), headers=unit.upload_headers(token)
+        ),
         410,
     )
 
