@@ -81,14 +81,15 @@ async def _app_client(aiohttp_client: Any, config: ServerConfig) -> Client:
 
 
 def _get_routes(app: web.Application, ids: dict[str, str]) -> list[str]:
-    """Every GET route of the app with its ``{...}`` filled in from ``ids``."""
+    """Every GET route of the app with its ``{...}`` filled in from ``ids`` (``1`` for a
+    part it does not name: a route added later is crawled too)."""
     paths = []
     for resource in app.router.resources():
         if isinstance(resource, web.StaticResource):
             continue
         if not any(route.method == "GET" for route in resource):
             continue
-        paths.append(re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], resource.canonical))
+        paths.append(re.sub(r"\{(\w+)\}", lambda m: ids.get(m.group(1), "1"), resource.canonical))
     return sorted(set(paths))
 
 
