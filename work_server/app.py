@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from work_server import keys
-from work_server.api import hosts, openapi, operator, volunteer
+from work_server.api import hosts, openapi, operator, operator_access, volunteer
 from work_server.api.common import error_middleware
 from work_server.blobs import BlobStore
 from work_server.config import ServerConfig
@@ -95,6 +95,7 @@ def setup_metrics(app: web.Application) -> None:
 def setup_routes(app: web.Application) -> None:
     app.add_routes(volunteer.routes)
     app.add_routes(operator.routes)
+    app.add_routes(operator_access.routes)
     app.add_routes(hosts.routes)
     app.add_routes(openapi.routes)
     app.on_response_prepare.append(volunteer.blob_etag_hook)

@@ -1,13 +1,14 @@
-"""Tokens: random bearer tokens for hosts (stored as sha256) and the operator token.
+"""Bearer tokens: making them, hashing them for storage, reading them from a request.
 
-Host tokens are 256-bit random strings, so a plain sha256 is the right storage hash (a
-slow KDF is for low-entropy passwords). Tokens are never logged.
+Host tokens and operators' personal API tokens are 256-bit random strings, so a plain
+sha256 is the right storage hash (a slow KDF is for low-entropy passwords); a token is found
+by its hash, never compared byte by byte. Who an operator token belongs to, and what it may
+do, is ``services.api_tokens`` / ``services.principal``. Tokens are never logged.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 
 from aiohttp import web
@@ -29,9 +30,3 @@ def bearer_token(request: web.Request) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
     return token.strip()
-
-
-def check_operator(request: web.Request, operator_token: str) -> None:
-    token = bearer_token(request)
-    if not hmac.compare_digest(token.encode(), operator_token.encode()):
-        raise Unauthorized("invalid operator token")

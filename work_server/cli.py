@@ -19,6 +19,7 @@ from work_server.config import DEFAULT_RUNS_DIR, DEFAULT_STATE_DIR, DaemonInterv
 from work_server.db.cli import add_db_parser, db_main
 from work_server.key_cli import add_key_parser, key_main
 from work_server.ratelimit import Rate
+from work_server.token_cli import add_token_parser, token_main
 from work_server.web.cli import add_operator_parser, operator_main
 from yadml_common.fsutil import atomic_write
 from yadml_common.wire import IMAGE_DIGEST_PATTERN
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "its query string, status, bytes, seconds; never a header (default: on)",
     )
     add_operator_parser(sub)
+    add_token_parser(sub)
     add_key_parser(sub)
     add_db_parser(sub)
     return parser
@@ -194,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "operator":
         return operator_main(args)
+    if args.command == "token":
+        return token_main(args)
     if args.command == "key":
         return key_main(args)
     if args.command == "db":

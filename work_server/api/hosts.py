@@ -12,10 +12,12 @@ from aiohttp import web
 
 from work_server import keys
 from work_server.api.common import int_param, json_response
-from work_server.auth import bearer_token, check_operator
+from work_server.api.operator_auth import authorize
+from work_server.auth import bearer_token
 from work_server.host_status import HostList
 from work_server.services import host_records
 from work_server.services.hosts import authenticate_host
+from work_server.services.principal import Scope
 from yadml_common.wire import API_PREFIX
 
 routes = web.RouteTableDef()
@@ -31,7 +33,7 @@ async def own_host(request: web.Request) -> web.Response:
 
 @routes.get(f"{API_PREFIX}/hosts")
 async def list_hosts(request: web.Request) -> web.Response:
-    check_operator(request, request.app[keys.CONFIG].operator_token)
+    await authorize(request, Scope.read)
     async with request.app[keys.SESSIONMAKER]() as session:
         details = await host_records.host_details(session, now=time.time())
     return json_response(HostList(hosts=details))
@@ -39,7 +41,7 @@ async def list_hosts(request: web.Request) -> web.Response:
 
 @routes.get(f"{API_PREFIX}/hosts/{{host_id}}")
 async def get_host(request: web.Request) -> web.Response:
-    check_operator(request, request.app[keys.CONFIG].operator_token)
+    await authorize(request, Scope.read)
     host_id = int_param(request, "host_id")
     async with request.app[keys.SESSIONMAKER]() as session:
         return json_response(await host_records.host_detail(session, host_id, now=time.time()))

@@ -3,7 +3,8 @@
 Schemas come from the pydantic models (``yadml_common.wire``, and the operator's job models
 in ``work_server.job_spec`` and ``work_server.job_status``, whose ``merge`` is a union of the
 policies' specs told apart by ``method``), so the document cannot drift from what the
-handlers validate; paths and status codes are listed here as the contract.
+handlers validate; paths and status codes are listed here as the contract (the building
+blocks in ``api.openapi_parts``; the token and audit paths in ``api.openapi_access``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,18 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from work_server.api.openapi_access import ACCESS_MODELS, access_paths
+from work_server.api.openapi_parts import (
+    ANY_AUTH,
+    HOST_AUTH,
+    HOSTS_AUTH,
+    JOBS_AUTH,
+    OPERATOR_AUTH,
+    id_param,
+    json_content,
+    json_request,
+    operation,
+)
 from work_server.host_status import HostDetail, HostList
 from work_server.job_spec import JobSpec
 from work_server.job_status import JobList, JobStatus
@@ -39,68 +52,8 @@ _MODELS: list[type[BaseModel]] = [
     w.HostBanStatus,
     w.HostRecord,
     HostList,
+    *ACCESS_MODELS,
 ]
-
-_ERRORS = {
-    "400": "Malformed request (bad JSON, bad id, a credential in the URL)",
-    "401": "Missing or invalid token",
-    "403": "Forbidden (banned host, not your result, missing/invalid/foreign upload grant)",
-    "404": "Not found",
-    "409": "Conflict",
-    "410": "Gone: no longer wanted, or the upload grant expired",
-    "413": "Body too large",
-    "422": "Body failed validation",
-    "429": "Rate limited: retry after the Retry-After header's seconds",
-}
-
-HOST_AUTH: list[dict[str, list[str]]] = [{"hostToken": []}]
-OPERATOR_AUTH: list[dict[str, list[str]]] = [{"operatorToken": []}]
-ANY_AUTH: list[dict[str, list[str]]] = [{"hostToken": []}, {"operatorToken": []}]
-
-
-def _ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-
-def _json(model: type[BaseModel], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
-
-
-def _op(
-    summary: str,
-    *,
-    ok: dict[str, Any],
-    errors: tuple[str, ...] = (),
-    body: dict[str, Any] | None = None,
-    security: list[dict[str, list[str]]] | None = None,
-    params: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": dict(ok)}
-    for code in errors:
-        op["responses"][code] = _json(w.ErrorBody, _ERRORS[code])
-        if code == "429":
-            op["responses"][code]["headers"] = {
-                "Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True}
-            }
-    if body is not None:
-        op["requestBody"] = {"required": True, "content": body}
-    op["security"] = security if security is not None else []
-    if params:
-        op["parameters"] = params
-    return op
-
-
-def _id_param(name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
-    }
-
-
-def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    return {"application/json": {"schema": _ref(model)}}
 
 
 def build_openapi() -> dict[str, Any]:
@@ -111,53 +64,53 @@ def build_openapi() -> dict[str, Any]:
     octets = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
     paths: dict[str, Any] = {
         f"{p}/project": {
-            "get": _op(
+            "get": operation(
                 "Project name and Ed25519 public keys (clients pin them when attaching)",
-                ok={"200": _json(w.ProjectInfo)},
+                ok={"200": json_content(w.ProjectInfo)},
             )
         },
         f"{p}/hosts": {
-            "post": _op(
+            "post": operation(
                 "Register a volunteer host",
-                ok={"201": _json(w.HostRegisterResponse, "Registered")},
+                ok={"201": json_content(w.HostRegisterResponse, "Registered")},
                 errors=("400", "413", "422", "429"),
-                body=_json_body(w.HostRegisterRequest),
+                body=json_request(w.HostRegisterRequest),
             ),
-            "get": _op(
+            "get": operation(
                 "Every host with its private name, counters and trust per runtime",
-                ok={"200": _json(HostList)},
+                ok={"200": json_content(HostList)},
                 errors=("401",),
                 security=OPERATOR_AUTH,
             ),
         },
         f"{p}/hosts/me": {
-            "get": _op(
+            "get": operation(
                 "The calling host's own record (its private name, counters, credit)",
-                ok={"200": _json(w.HostRecord)},
+                ok={"200": json_content(w.HostRecord)},
                 errors=("401", "403"),
                 security=HOST_AUTH,
             )
         },
         f"{p}/hosts/{{host_id}}": {
-            "get": _op(
+            "get": operation(
                 "One host with its private name, counters and trust per runtime",
-                ok={"200": _json(HostDetail)},
+                ok={"200": json_content(HostDetail)},
                 errors=("400", "401", "404"),
                 security=OPERATOR_AUTH,
-                params=[_id_param("host_id")],
+                params=[id_param("host_id")],
             )
         },
         f"{p}/work": {
-            "post": _op(
+            "post": operation(
                 "Ask for work units (each signed; send upload.grant as X-Upload-Grant)",
-                ok={"200": _json(w.WorkResponse)},
+                ok={"200": json_content(w.WorkResponse)},
                 errors=("400", "401", "403", "413", "422", "429"),
-                body=_json_body(w.WorkRequest),
+                body=json_request(w.WorkRequest),
                 security=HOST_AUTH,
             )
         },
         f"{p}/blobs/{{sha256}}": {
-            "get": _op(
+            "get": operation(
                 "Download an input blob (content-addressed; ETag, Range)",
                 ok={
                     "200": {"description": "The blob", "content": octets},
@@ -177,14 +130,14 @@ def build_openapi() -> dict[str, Any]:
             )
         },
         f"{p}/results/{{result_id}}": {
-            "put": _op(
+            "put": operation(
                 "Upload trained weights (one safetensors file with a report in __metadata__)",
-                ok={"200": _json(w.UploadAccepted)},
+                ok={"200": json_content(w.UploadAccepted)},
                 errors=("400", "401", "403", "404", "409", "410", "413", "422"),
                 body=octets,
                 security=HOST_AUTH,
                 params=[
-                    _id_param("result_id"),
+                    id_param("result_id"),
                     {
                         # a header, never a query parameter: URLs end up in logs
                         "name": w.UPLOAD_GRANT_HEADER,
@@ -197,7 +150,7 @@ def build_openapi() -> dict[str, Any]:
             )
         },
         f"{p}/results/{{result_id}}/failure": {
-            "post": _op(
+            "post": operation(
                 "Report that a result could not be computed",
                 ok={
                     "200": {
@@ -216,79 +169,82 @@ def build_openapi() -> dict[str, Any]:
                     }
                 },
                 errors=("400", "401", "403", "404", "409", "410", "413", "422"),
-                body=_json_body(w.FailureReport),
+                body=json_request(w.FailureReport),
                 security=HOST_AUTH,
-                params=[_id_param("result_id")],
+                params=[id_param("result_id")],
             )
         },
         f"{p}/hosts/heartbeat": {
-            "post": _op(
+            "post": operation(
                 "Report progress; learn which units to abort",
-                ok={"200": _json(w.HeartbeatResponse)},
+                ok={"200": json_content(w.HeartbeatResponse)},
                 errors=("400", "401", "403", "413", "422"),
-                body=_json_body(w.HeartbeatRequest),
+                body=json_request(w.HeartbeatRequest),
                 security=HOST_AUTH,
             )
         },
         f"{p}/hosts/{{host_id}}/ban": {
-            "post": _op(
+            "post": operation(
                 "Ban a host: revoke its unfinished work; 403 host_banned but on heartbeats",
-                ok={"200": _json(w.HostBanStatus)},
+                ok={"200": json_content(w.HostBanStatus)},
                 errors=("400", "401", "404"),
-                security=OPERATOR_AUTH,
-                params=[_id_param("host_id")],
+                security=HOSTS_AUTH,
+                params=[id_param("host_id")],
             )
         },
         f"{p}/hosts/{{host_id}}/unban": {
-            "post": _op(
+            "post": operation(
                 "Lift a host's ban",
-                ok={"200": _json(w.HostBanStatus)},
+                ok={"200": json_content(w.HostBanStatus)},
                 errors=("400", "401", "404"),
-                security=OPERATOR_AUTH,
-                params=[_id_param("host_id")],
+                security=HOSTS_AUTH,
+                params=[id_param("host_id")],
             )
         },
         f"{p}/jobs": {
-            "post": _op(
+            "post": operation(
                 "Start a training job",
-                ok={"201": _json(JobStatus, "Created")},
+                ok={"201": json_content(JobStatus, "Created")},
                 errors=("400", "401", "409", "413", "422"),
-                body=_json_body(JobSpec),
-                security=OPERATOR_AUTH,
+                body=json_request(JobSpec),
+                security=JOBS_AUTH,
             ),
-            "get": _op(
-                "List jobs", ok={"200": _json(JobList)}, errors=("401",), security=OPERATOR_AUTH
+            "get": operation(
+                "List jobs",
+                ok={"200": json_content(JobList)},
+                errors=("401",),
+                security=OPERATOR_AUTH,
             ),
         },
         f"{p}/jobs/{{job_id}}": {
-            "get": _op(
+            "get": operation(
                 "Job status with per-round metrics",
-                ok={"200": _json(JobStatus)},
+                ok={"200": json_content(JobStatus)},
                 errors=("400", "401", "404"),
                 security=OPERATOR_AUTH,
-                params=[_id_param("job_id")],
+                params=[id_param("job_id")],
             )
         },
         f"{p}/jobs/{{job_id}}/cancel": {
-            "post": _op(
+            "post": operation(
                 "Cancel a job",
-                ok={"200": _json(JobStatus)},
+                ok={"200": json_content(JobStatus)},
                 errors=("400", "401", "404", "409"),
-                security=OPERATOR_AUTH,
-                params=[_id_param("job_id")],
+                security=JOBS_AUTH,
+                params=[id_param("job_id")],
             )
         },
         f"{p}/jobs/{{job_id}}/model": {
-            "get": _op(
+            "get": operation(
                 "Final model weights (safetensors)",
                 ok={"200": {"description": "Weights", "content": octets}},
                 errors=("400", "401", "404"),
                 security=OPERATOR_AUTH,
-                params=[_id_param("job_id")],
+                params=[id_param("job_id")],
             )
         },
         f"{p}/jobs/{{job_id}}/report/{{name}}": {
-            "get": _op(
+            "get": operation(
                 "A report file: report.json, accuracy.png or confusion.png",
                 ok={
                     "200": {
@@ -302,16 +258,18 @@ def build_openapi() -> dict[str, Any]:
                 errors=("400", "401", "404"),
                 security=OPERATOR_AUTH,
                 params=[
-                    _id_param("job_id"),
+                    id_param("job_id"),
                     {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
                 ],
             )
         },
         f"{p}/status": {
-            "get": _op("Server status: counts only, no host", ok={"200": _json(w.ServerStatus)})
+            "get": operation(
+                "Server status: counts only, no host", ok={"200": json_content(w.ServerStatus)}
+            )
         },
         "/healthz": {
-            "get": _op(
+            "get": operation(
                 "Liveness",
                 ok={
                     "200": {
@@ -322,7 +280,7 @@ def build_openapi() -> dict[str, Any]:
             )
         },
         "/metrics": {
-            "get": _op(
+            "get": operation(
                 "Prometheus metrics",
                 ok={
                     "200": {
@@ -333,6 +291,7 @@ def build_openapi() -> dict[str, Any]:
             )
         },
     }
+    paths.update(access_paths(p))  # /tokens, /audit
     return {
         "openapi": "3.1.0",
         "info": {
@@ -352,7 +311,9 @@ def build_openapi() -> dict[str, Any]:
                 "operatorToken": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "operator token (YADML_OPERATOR_TOKEN)",
+                    "description": "an operator's personal API token (yadml-server token "
+                    "create; scopes read, jobs, hosts, admin), or the bootstrap operator token "
+                    "(YADML_OPERATOR_TOKEN: admin)",
                 },
             },
         },

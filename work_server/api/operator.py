@@ -1,4 +1,10 @@
-"""Handlers of the operator side: jobs, server status, health and metrics."""
+"""Handlers of the operator side: jobs, host bans, server status, health and metrics.
+
+Every operator endpoint starts with ``authorize(request, scope)`` (``read`` for a GET,
+``jobs`` to start or cancel, ``hosts`` to ban or unban) and every state-changing one records
+an audit event (``services.audit``) in the action's transaction where the target is known
+beforehand.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +23,11 @@ from work_server.api.common import (
     model_download,
     wake_transitioner,
 )
-from work_server.auth import check_operator
+from work_server.api.operator_auth import authorize, request_ip
 from work_server.job_spec import JobSpec
 from work_server.job_status import JobList
-from work_server.services import hosts, jobs
+from work_server.services import audit, hosts, jobs
+from work_server.services.principal import Scope
 from work_server.services.status import server_status
 from yadml_common.wire import API_PREFIX, HostBanStatus
 
@@ -29,13 +36,9 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
-def _operator(request: web.Request) -> None:
-    check_operator(request, request.app[keys.CONFIG].operator_token)
-
-
 @routes.post(f"{API_PREFIX}/jobs")
 async def submit_job(request: web.Request) -> web.Response:
-    _operator(request)
+    principal = await authorize(request, Scope.jobs)
     spec = await json_body(request, JobSpec)
     async with request.app[keys.SESSIONMAKER]() as session:
         job = await jobs.submit_job(
@@ -44,13 +47,24 @@ async def submit_job(request: web.Request) -> web.Response:
             max_running_jobs=request.app[keys.CONFIG].max_running_jobs,
             now=time.time(),
         )
+        # the job's id exists only once it is committed: recorded right after
+        audit.record(
+            session,
+            actor=principal,
+            action=audit.Action.job_start,
+            target=f"job:{job.id}",
+            detail=audit.job_summary(spec),
+            client_ip=request_ip(request),
+            now=time.time(),
+        )
+        await session.commit()
         status = await jobs.job_status(session, job)
     return json_response(status, status=201)
 
 
 @routes.get(f"{API_PREFIX}/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
-    _operator(request)
+    await authorize(request, Scope.read)
     async with request.app[keys.SESSIONMAKER]() as session:
         items = [await jobs.job_status(session, j) for j in await jobs.list_jobs(session)]
     return json_response(JobList(jobs=items))
@@ -58,7 +72,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 @routes.get(f"{API_PREFIX}/jobs/{{job_id}}")
 async def get_job(request: web.Request) -> web.Response:
-    _operator(request)
+    await authorize(request, Scope.read)
     async with request.app[keys.SESSIONMAKER]() as session:
         job = await jobs.get_job(session, int_param(request, "job_id"))
         return json_response(await jobs.job_status(session, job))
@@ -66,15 +80,24 @@ async def get_job(request: web.Request) -> web.Response:
 
 @routes.post(f"{API_PREFIX}/jobs/{{job_id}}/cancel")
 async def cancel_job(request: web.Request) -> web.Response:
-    _operator(request)
+    principal = await authorize(request, Scope.jobs)
+    job_id = int_param(request, "job_id")
     async with request.app[keys.SESSIONMAKER]() as session:
-        job = await jobs.cancel_job(session, int_param(request, "job_id"), time.time())
+        audit.record(  # committed by cancel_job, with the cancellation
+            session,
+            actor=principal,
+            action=audit.Action.job_cancel,
+            target=f"job:{job_id}",
+            client_ip=request_ip(request),
+            now=time.time(),
+        )
+        job = await jobs.cancel_job(session, job_id, time.time())
         return json_response(await jobs.job_status(session, job))
 
 
 @routes.get(f"{API_PREFIX}/jobs/{{job_id}}/model")
 async def job_model(request: web.Request) -> web.StreamResponse:
-    _operator(request)
+    await authorize(request, Scope.read)
     job_id = int_param(request, "job_id")
     async with request.app[keys.SESSIONMAKER]() as session:
         sha256 = await jobs.final_model_sha256(session, job_id)
@@ -83,7 +106,7 @@ async def job_model(request: web.Request) -> web.StreamResponse:
 
 @routes.get(f"{API_PREFIX}/jobs/{{job_id}}/report/{{name}}")
 async def job_report_file(request: web.Request) -> web.StreamResponse:
-    _operator(request)
+    await authorize(request, Scope.read)
     runs_dir = request.app[keys.CONFIG].runs_dir
     path = await jobs.report_file(
         runs_dir, int_param(request, "job_id"), request.match_info["name"]
@@ -92,13 +115,22 @@ async def job_report_file(request: web.Request) -> web.StreamResponse:
 
 
 async def _set_banned(request: web.Request, banned: bool) -> web.Response:
-    _operator(request)
+    principal = await authorize(request, Scope.hosts)
     host_id = int_param(request, "host_id")
     async with request.app[keys.SESSIONMAKER]() as session:
+        audit.record(  # committed by set_banned, with the ban
+            session,
+            actor=principal,
+            action=audit.Action.host_ban if banned else audit.Action.host_unban,
+            target=f"host:{host_id}",
+            client_ip=request_ip(request),
+            now=time.time(),
+        )
         host = await hosts.set_banned(
             session, host_id, banned, now=time.time(), wake=partial(wake_transitioner, request.app)
         )
-    log.warning("host %d %s by the operator", host_id, "banned" if banned else "unbanned")
+    verb = "banned" if banned else "unbanned"
+    log.warning("host %d %s by %s (%s)", host_id, verb, principal.operator, principal.via)
     return json_response(HostBanStatus(host_id=host_id, banned=host.banned))
 
 

@@ -244,3 +244,42 @@ class UploadedDataset(SQLModel, table=True):
     num_train: int
     num_test: int
     created_at: float
+
+
+class ApiToken(SQLModel, table=True):
+    """A personal API token of an operator (``yadml-server token create``, ``POST
+    /api/v1/tokens``, the ``/tokens`` page; ``work_server.services.api_tokens``). The token
+    is 256 random bits shown once; only its sha256 is stored. ``scopes``: sorted names out of
+    ``read``, ``jobs``, ``hosts``, ``admin``. A token stops working at ``expires_at`` or once
+    ``revoked_at`` is set; revoked rows are kept, so the audit log's token ids stay
+    meaningful."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    operator_id: int = Field(foreign_key="operator.id", index=True)
+    token_hash: str = Field(index=True, unique=True)
+    scopes: list = Field(sa_column=Column(JSON, nullable=False))  # type: ignore[type-arg]
+    note: str = ""
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+
+
+class AuditEvent(SQLModel, table=True):
+    """One state-changing operator action (``work_server.services.audit``): who
+    (``operator`` by name, and the credential: ``via`` api/web/cli, ``token_id`` of a
+    personal token, none for the bootstrap operator token, ``session_tag`` of a web
+    session), what (``action``, ``target``, ``detail``), when (``at``) and from where
+    (``client_ip``, through trusted proxies). Rows are only ever added; the ``id`` orders
+    them and pages the log."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: float
+    operator: str
+    via: str
+    token_id: int | None = None
+    session_tag: str | None = None
+    action: str = Field(index=True)
+    target: str
+    detail: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # type: ignore[type-arg]
+    client_ip: str | None = None

@@ -7,7 +7,8 @@ routes (``views.*``) and the static files under ``/static/``. Nothing to build.
 
 Public: ``/server-status`` (like BOINC's server status page), ``/login``. Operator (web
 session, ``guard.operator``): ``/dashboard``, ``/jobs``, ``/jobs/{id}``, ``/hosts``,
-``/datasets`` and their forms. Each live part of a page has a ``.../live`` twin that
+``/datasets``, ``/tokens`` (the operator's own API tokens), ``/audit`` (the audit log) and
+their forms. Each live part of a page has a ``.../live`` twin that
 returns just that HTML fragment; ``static/live.js`` polls it and swaps it in, so the pages
 update without a reload and read fine without JavaScript.
 """
@@ -21,7 +22,7 @@ from aiohttp import web
 from work_server.web.auth import WEB_AUTH, WebAuth
 from work_server.web.render import setup_templates
 from work_server.web.security_headers import security_headers_middleware
-from work_server.web.views import dashboard, datasets, hosts, jobs, login, status
+from work_server.web.views import audit, dashboard, datasets, hosts, jobs, login, status, tokens
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -30,6 +31,6 @@ def setup_web(app: web.Application, *, auth: WebAuth | None = None) -> None:
     setup_templates(app)
     app.middlewares.append(security_headers_middleware)
     app[WEB_AUTH] = auth or WebAuth()
-    for area in (login, status, dashboard, jobs, datasets, hosts):
+    for area in (login, status, dashboard, jobs, datasets, hosts, tokens, audit):
         area.setup_routes(app)
     app.router.add_static("/static/", STATIC_DIR)

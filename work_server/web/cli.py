@@ -16,6 +16,8 @@ from pathlib import Path
 
 from work_server.db.engine import create_schema, make_engine, make_sessionmaker, sqlite_url
 from work_server.errors import DomainError
+from work_server.services import audit
+from work_server.services.principal import Principal
 from work_server.web.auth import Passwords, check_new_credentials, create_operator
 
 
@@ -51,6 +53,15 @@ async def _create(args: argparse.Namespace, password: str) -> int:
     try:
         await create_schema(engine)
         async with make_sessionmaker(engine)() as session:
+            reset, create = audit.Action.operator_password, audit.Action.operator_create
+            audit.record(  # committed by create_operator, with the operator
+                session,
+                actor=Principal.cli(),
+                action=reset if args.reset else create,
+                target=f"operator:{args.username}",
+                client_ip=None,
+                now=time.time(),
+            )
             op = await create_operator(
                 session,
                 args.username,

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from aiohttp import web
+from argon2 import PasswordHasher
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from sqlmodel import select
@@ -36,6 +37,7 @@ from work_server.daemons import transitioner
 from work_server.daemons.work_generator import start_job
 from work_server.db.models import Job
 from work_server.ratelimit import Rate
+from work_server.web.auth import Passwords, create_operator
 
 schemathesis = pytest.importorskip("schemathesis")
 from schemathesis.checks import not_a_server_error  # noqa: E402
@@ -89,6 +91,13 @@ class LiveServer:
             await session.commit()
         async with self.app[keys.SESSIONMAKER]() as session:
             await transitioner.run_once(session, now)
+
+    async def add_operator(self, name: str) -> None:
+        fast = Passwords(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+        async with self.app[keys.SESSIONMAKER]() as session:
+            await create_operator(
+                session, name, "fuzzing password", passwords=fast, now=time.time()
+            )
 
 
 @pytest.fixture
@@ -148,8 +157,16 @@ def test_api_conforms_to_its_openapi_document(live: LiveServer) -> None:
         live.run(live.start_digits_job())
         host = http.post("/api/v1/hosts", json={"name": "fuzzer"}).json()
         victim = http.post("/api/v1/hosts", json={"name": "victim"}).json()
+        live.run(live.add_operator("fuzz"))
+        token = {"operator": "fuzz", "scopes": ["read"]}
+        revocable = http.post("/api/v1/tokens", json=token, headers=op).json()
         document = http.get("/api/v1/openapi.json").json()
     host_auth = {"Authorization": f"Bearer {host['host_token']}"}
+    # operations aimed at one real target: a host to ban, a token to revoke
+    pins = {
+        "/ban": {"host_id": str(victim["host_id"])},
+        "/tokens/{token_id}": {"token_id": str(revocable["id"])},
+    }
     schema = schemathesis.openapi.from_dict(document)
 
     operations = [r.ok() for r in schema.get_all_operations()]
@@ -161,7 +178,7 @@ def test_api_conforms_to_its_openapi_document(live: LiveServer) -> None:
         security = operation.definition.raw.get("security") or []
         names = {name for requirement in security for name in requirement}
         headers = op if names == {"operatorToken"} else host_auth if names else {}
-        pinned = {"host_id": str(victim["host_id"])} if operation.path.endswith("/ban") else None
+        pinned = next((v for end, v in pins.items() if operation.path.endswith(end)), None)
         seen = statuses.setdefault(operation.label, Counter())
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             strategy = operation.as_strategy(generation_mode=mode, path_parameters=pinned)

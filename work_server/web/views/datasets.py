@@ -17,7 +17,9 @@ from yarl import URL
 from work_server import keys
 from work_server.errors import Unprocessable
 from work_server.ml.uploaded import DatasetLimits
+from work_server.services import audit
 from work_server.services.datasets import store_uploaded_dataset
+from work_server.web.audit_actor import request_ip, web_actor
 from work_server.web.auth import LoggedIn
 from work_server.web.guard import operator, posted_form
 from work_server.web.views.jobs import render_jobs_page
@@ -45,6 +47,16 @@ async def upload_dataset(request: web.Request, login: LoggedIn) -> web.StreamRes
                 limits=DatasetLimits(max_bytes=config.max_request_bytes),
                 now=time.time(),
             )
+            audit.record(  # the dataset's hash is known once it is stored
+                session,
+                actor=web_actor(login),
+                action=audit.Action.dataset_upload,
+                target=f"dataset:{stored.sha256}",
+                detail={"name": label, "train": stored.num_train, "test": stored.num_test},
+                client_ip=request_ip(request),
+                now=time.time(),
+            )
+            await session.commit()
     except Unprocessable as exc:
         return await render_jobs_page(
             request, login, status=422, upload_error=f"{filename} was refused: {exc.detail}"

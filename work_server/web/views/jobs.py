@@ -19,8 +19,10 @@ from aiohttp import web
 from work_server import keys
 from work_server.api.common import int_param, model_download
 from work_server.errors import Conflict, Unprocessable
+from work_server.services import audit
 from work_server.services import jobs as job_service
 from work_server.web import forms, queries
+from work_server.web.audit_actor import request_ip, web_actor
 from work_server.web.auth import CSRF_FIELD, LoggedIn
 from work_server.web.guard import operator, posted_form
 from work_server.web.render import job_charts, render
@@ -102,6 +104,17 @@ async def start_job(request: web.Request, login: LoggedIn) -> web.StreamResponse
         return await render_jobs_page(
             request, login, status=422, errors=[exc.detail], values=values
         )
+    async with request.app[keys.SESSIONMAKER]() as session:  # the id exists once committed
+        audit.record(
+            session,
+            actor=web_actor(login),
+            action=audit.Action.job_start,
+            target=f"job:{job.id}",
+            detail=audit.job_summary(spec),
+            client_ip=request_ip(request),
+            now=time.time(),
+        )
+        await session.commit()
     log.info("job %s started from the web pages by %s", job.id, login.operator.username)
     raise web.HTTPSeeOther(location=f"/jobs/{job.id}")
 
@@ -137,6 +150,14 @@ async def job_live(request: web.Request, login: LoggedIn) -> web.StreamResponse:
 async def cancel_job(request: web.Request, login: LoggedIn) -> web.StreamResponse:
     job_id = int_param(request, "job_id")
     async with request.app[keys.SESSIONMAKER]() as session:
+        audit.record(  # committed by cancel_job, with the cancellation
+            session,
+            actor=web_actor(login),
+            action=audit.Action.job_cancel,
+            target=f"job:{job_id}",
+            client_ip=request_ip(request),
+            now=time.time(),
+        )
         await job_service.cancel_job(session, job_id, time.time())
     log.warning("job %s cancelled from the web pages by %s", job_id, login.operator.username)
     raise web.HTTPSeeOther(location=f"/jobs/{job_id}")

@@ -13,6 +13,9 @@ import time
 from aiohttp import web
 
 from work_server import keys
+from work_server.services import audit
+from work_server.services.principal import Principal
+from work_server.web.audit_actor import request_ip
 from work_server.web.auth import (
     CSRF_FIELD,
     LOGIN_CSRF_COOKIE,
@@ -89,13 +92,31 @@ async def login_post(request: web.Request) -> web.StreamResponse:
         if op is None:
             delay = throttle.failed(login_keys)
             log.warning("failed web login for %r from %s", username, request.remote)
+            audit.record(
+                session,
+                actor=Principal(operator=username, scopes=frozenset(), via="web"),
+                action=audit.Action.login_failure,
+                target=f"operator:{username}",
+                client_ip=request_ip(request),
+                now=time.time(),
+            )
+            await session.commit()
             await throttle.sleep(delay)
             return _login_form(
                 request, status=401, error="Wrong user name or password.", username=username
             )
         throttle.succeeded(username.lower())
         config = request.app[keys.CONFIG]
-        token, _ = await start_session(session, op, time.time(), config.web_session_ttl_s)
+        token, web_session = await start_session(session, op, time.time(), config.web_session_ttl_s)
+        audit.record(
+            session,
+            actor=Principal.web(op.username, web_session.token_hash),
+            action=audit.Action.login_success,
+            target=f"operator:{op.username}",
+            client_ip=request_ip(request),
+            now=time.time(),
+        )
+        await session.commit()
     response = web.HTTPSeeOther(location=safe_next(str(form.get("next", "")) or None))
     set_cookie(response, request, SESSION_COOKIE, token)
     response.del_cookie(LOGIN_CSRF_COOKIE, path="/")
