@@ -31,7 +31,7 @@ OPERATOR_AUTH: Security = [{"operatorToken": ["read"]}]
 JOBS_AUTH: Security = [{"operatorToken": ["jobs"]}]
 HOSTS_AUTH: Security = [{"operatorToken": ["hosts"]}]
 ADMIN_AUTH: Security = [{"operatorToken": ["admin"]}]
-ANY_AUTH: Security = [{"hostToken": []}, {"operatorToken": []}]
+ANY_AUTH: Security = [{"hostToken": []}, {"operatorToken": ["read"]}]
 
 
 def schema_ref(model: type[BaseModel]) -> dict[str, str]:

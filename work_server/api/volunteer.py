@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from datetime import UTC, datetime
 
@@ -17,8 +16,9 @@ from work_server.daemons import transitioner
 from work_server.db.models import Blob, Host
 from work_server.errors import BadRequest, NotFound
 from work_server.ratelimit import client_ip
-from work_server.services import dispatch, hosts, uploads
+from work_server.services import api_tokens, dispatch, hosts, uploads
 from work_server.services.hosts import authenticate_host
+from work_server.services.principal import Scope, require
 from work_server.signing import UploadGrant
 from yadml_common.wire import (
     API_PREFIX,
@@ -145,7 +145,12 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     token = bearer_token(request)
     config = request.app[keys.CONFIG]
     async with request.app[keys.SESSIONMAKER]() as session:
-        if not hmac.compare_digest(token.encode(), config.operator_token.encode()):
+        if api_tokens.is_operator_token(token, bootstrap_token=config.operator_token):
+            operator = await api_tokens.authenticate(
+                session, token, bootstrap_token=config.operator_token, now=time.time()
+            )
+            require(operator, Scope.read)
+        else:
             await authenticate_host(session, token, time.time())
         known = await session.get(Blob, sha)
     path = request.app[keys.BLOBS].path(sha)

@@ -141,6 +141,15 @@ def new_api_token() -> str:
 # ----------------------------------------------------------------------------- authentication
 
 
+def is_operator_token(token: str, *, bootstrap_token: str) -> bool:
+    """Whether a bearer token is an operator's (the bootstrap token, or shaped like a
+    personal token) rather than a host's: for endpoints both may call."""
+    bootstrap = bool(bootstrap_token) and hmac.compare_digest(
+        token.encode(), bootstrap_token.encode()
+    )
+    return bootstrap or token.startswith(TOKEN_PREFIX)
+
+
 async def authenticate(
     session: AsyncSession, token: str, *, bootstrap_token: str, now: float
 ) -> Principal:

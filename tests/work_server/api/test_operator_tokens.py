@@ -31,7 +31,7 @@ from work_server import keys
 from work_server.app import create_app
 from work_server.auth import hash_token
 from work_server.config import ServerConfig
-from work_server.db.models import ApiToken, Host, Job, JobState
+from work_server.db.models import ApiToken, Blob, Host, Job, JobState
 
 
 @pytest.fixture
@@ -261,3 +261,22 @@ async def test_the_bootstrap_token_is_an_admin_of_its_own(
     await expect(r, 403, "insufficient_scope")
     r = await client.post("/api/v1/jobs", json={"dataset": "digits"}, headers=op_headers())
     await expect(r, 201)
+
+
+async def test_personal_tokens_download_blobs_with_the_read_scope(client: Client) -> None:
+    await add_operator(client)
+    await start_digits_job(client)
+    assert client.app is not None
+    async with client.app[keys.SESSIONMAKER]() as session:
+        blob = (await session.exec(select(Blob))).first()
+    assert blob is not None
+    url = f"/api/v1/blobs/{blob.sha256}"
+    read = await make_token(client, ["read"])
+    jobs = (await make_token(client, ["jobs"]))["token"]
+    r = await client.get(url, headers=auth(read["token"]))
+    assert r.status == 200
+    assert len(await r.read()) == blob.size
+    await expect(await client.get(url, headers=auth(jobs)), 403, "insufficient_scope")
+    await expect(await client.delete(f"/api/v1/tokens/{read['id']}", headers=op_headers()), 200)
+    await expect(await client.get(url, headers=auth(read["token"])), 401, "token_revoked")
+    assert (await client.get(url, headers=op_headers())).status == 200  # the bootstrap token
