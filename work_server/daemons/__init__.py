@@ -68,12 +68,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from work_server.db.models import DaemonRun, WorkUnit
+from work_server.db.upsert import insert_ignore
 
 #: Exceptions that mean "try again later" rather than "this item is broken".
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, DBAPIError)
@@ -92,14 +94,18 @@ async def release_connection(session: AsyncSession) -> None:
 async def record_run(
     session: AsyncSession, name: str, now: float, error: str | None = None
 ) -> None:
-    """Upsert the daemon's ``DaemonRun`` row (last run time and error) and commit."""
-    row = await session.get(DaemonRun, name, populate_existing=True)
-    if row is None:
-        session.add(DaemonRun(name=name, last_run=now, last_error=error))
-    else:
-        row.last_run = now
-        row.last_error = error
-        session.add(row)
+    """Upsert the daemon's ``DaemonRun`` row (last run time and error) and commit.
+
+    Two processes may record the same daemon's first run at once (a leader hand-over, or
+    tests running daemons side by side): the insert ignores the conflict, then the update
+    sets the values either way."""
+    inserted = await insert_ignore(session, DaemonRun, name=name, last_run=now, last_error=error)
+    if not inserted:
+        await session.exec(
+            update(DaemonRun)
+            .where(col(DaemonRun.name) == name)
+            .values(last_run=now, last_error=error)
+        )
     await session.commit()
 
 
