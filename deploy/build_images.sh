@@ -32,7 +32,7 @@ build_app() {
   # Everything that ends up in the image: the packages (tracked and new files), the
   # pinned versions of the .venv, the image's own files.
   mapfile -t sources < <(git ls-files -co --exclude-standard -- pyproject.toml \
-    yadml_common work_server volunteer_client deploy/images/app | grep -v '__pycache__' | sort)
+    yadml_common yadml_trainer work_server volunteer_client deploy/images/app | grep -v '__pycache__' | sort)
   hash=$(
     {
       echo "base $base_id"
