@@ -136,7 +136,7 @@ def test_client_killed_mid_unit_is_reissued(tmp_path: Path) -> None:
             server,
             rounds=1,
             local_epochs=30,
-            replication={"delay_bound_s": 20, "max_total_results": 4},
+            replication={"delay_bound_s": 60, "max_total_results": 4},
         )
         wait_until(victim.units_in_flight, 60, "the victim to take a unit")
         wait_until(
