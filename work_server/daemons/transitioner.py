@@ -11,7 +11,9 @@ For every work unit whose ``transition_time <= now``:
    no success awaiting validation);
 3. otherwise unsent results are created until unsent + in-progress + successes that are
    valid or not yet judged (``init``/``inconclusive``) reach ``target_nresults``, never more
-   than ``max_total_results`` results in all;
+   than ``max_total_results`` results in all. Results revoked by a ban (``error_reason =
+   'host_banned'``, ``services.hosts``) count in neither limit: the work unit did nothing
+   wrong, so a ban never fails it, it only gets replacements;
 4. ``need_validate`` is set when there is a new (``init``) success and, for an active work
    unit, ``init + inconclusive`` successes reach ``min_quorum`` (a finished work unit's new
    successes are validated against its canonical result, for credit);
@@ -46,6 +48,7 @@ from work_server.db.models import (
     WorkUnitState,
 )
 from work_server.services import trust
+from work_server.services.hosts import BANNED
 
 NAME = "transitioner"
 
@@ -123,6 +126,8 @@ async def transition(session: AsyncSession, wu_id: int, now: float) -> None:
             .execution_options(populate_existing=True)
         )
     ).all()
+    # a ban's revoked results are no fault of the work unit: they count against no limit
+    counted = [r for r in results if r.error_reason != BANNED]
     unsent = sum(1 for r in results if r.server_state == ServerState.unsent)
     in_progress = sum(1 for r in results if r.server_state == ServerState.in_progress)
     successes = [r for r in results if r.outcome == Outcome.success]
@@ -131,7 +136,7 @@ async def transition(session: AsyncSession, wu_id: int, now: float) -> None:
         1 for r in successes if r.validate_state == ValidateState.inconclusive
     )
     live_successes = sum(1 for r in successes if r.validate_state in LIVE_SUCCESS_STATES)
-    errors = sum(1 for r in results if r.outcome in ERROR_OUTCOMES)
+    errors = sum(1 for r in counted if r.outcome in ERROR_OUTCOMES)
     state = wu.state
     need_validate = wu.need_validate
 
@@ -141,12 +146,12 @@ async def transition(session: AsyncSession, wu_id: int, now: float) -> None:
         if errors > wu.max_error_results:
             reason = f"too many errors ({errors} > max_error_results={wu.max_error_results})"
         elif (
-            len(results) >= wu.max_total_results
+            len(counted) >= wu.max_total_results
             and unsent + in_progress + new_successes == 0
             and not need_validate
         ):
             reason = (
-                f"too many results ({len(results)} >= max_total_results="
+                f"too many results ({len(counted)} >= max_total_results="
                 f"{wu.max_total_results}) without a canonical result"
             )
         if reason is not None:
@@ -160,7 +165,7 @@ async def transition(session: AsyncSession, wu_id: int, now: float) -> None:
                 state = WorkUnitState.failed
         else:
             wanted = wu.target_nresults - (unsent + in_progress + live_successes)
-            room = wu.max_total_results - len(results)
+            room = wu.max_total_results - len(counted)
             for _ in range(max(0, min(wanted, room))):
                 session.add(Result(workunit_id=wu_id, created_at=now))
             if new_successes > 0 and pending_successes >= wu.min_quorum:

@@ -144,3 +144,24 @@ async def test_ban_of_unknown_host_is_404(sim: Sim) -> None:
     async with sim.sm() as s:
         with pytest.raises(NotFound):
             await hosts.set_banned(s, 999, now=T0)
+
+
+async def test_a_ban_never_fails_a_work_unit_at_its_limits(sim: Sim) -> None:
+    rep = {"max_error_results": 1, "max_total_results": 2}
+    job_id = await sim.start(make_spec(shards=1, rounds=1, replication=rep))
+    crashing, banned, other = [await sim.add_host(n) for n in ("crashing", "banned", "other")]
+    await sim.transition(T0)
+    (wu,) = await sim.wus(job_id)
+    (first,) = await sim.claim_all(wu.id, [crashing], T0)
+    await sim.fail(first.id, T0 + 1)
+    await sim.transition(T0 + 1)  # one error (the limit) and one result left (the limit)
+    (second,) = await sim.claim_all(wu.id, [banned], T0 + 1)
+
+    await _set_banned(sim, banned, T0 + 2)
+    await sim.transition(T0 + 2)
+    unit: WorkUnit = await sim.get(WorkUnit, wu.id)
+    assert (unit.state, unit.error) == (WorkUnitState.active, None)
+    assert len(await _unsent(sim, wu.id)) == 1  # a replacement, beyond max_total_results
+    (claimed,) = await _claim(sim, other, T0 + 3)
+    assert claimed.workunit.id == wu.id
+    assert second.id != claimed.result_id
