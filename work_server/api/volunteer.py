@@ -9,10 +9,15 @@ from aiohttp import web
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from work_server import keys
-from work_server.api.common import int_param, json_body, json_response, read_limited
+from work_server.api.common import (
+    int_param,
+    json_body,
+    json_response,
+    read_limited,
+    wake_transitioner,
+)
 from work_server.auth import bearer_token
 from work_server.blobs import SHA256_RE
-from work_server.daemons import transitioner
 from work_server.db.models import Blob, Host
 from work_server.errors import BadRequest, NotFound
 from work_server.ratelimit import client_ip
@@ -176,14 +181,6 @@ async def blob_etag_hook(request: web.Request, response: web.StreamResponse) -> 
         response.headers["ETag"] = etag
 
 
-def _wake_transitioner(app: web.Application) -> None:
-    """A result came in (its work unit is due for the transitioner now): run it now rather
-    than at its next interval (``DaemonScheduler.wake``)."""
-    scheduler = app.get(keys.SCHEDULER)
-    if scheduler is not None:
-        scheduler.wake(transitioner.NAME)
-
-
 @routes.put(f"{API_PREFIX}/results/{{result_id}}")
 async def upload_result(request: web.Request) -> web.Response:
     result_id = int_param(request, "result_id")
@@ -215,7 +212,7 @@ async def upload_result(request: web.Request) -> web.Response:
             now=time.time(),
         )
     if not duplicate:
-        _wake_transitioner(app)
+        wake_transitioner(app)
         app[keys.METRICS].uploaded.labels(str(late).lower()).inc()
         app[keys.METRICS].upload_bytes.inc(len(body))
     return json_response(
@@ -231,7 +228,7 @@ async def report_failure(request: web.Request) -> web.Response:
         host = await _host(request, session)
         recorded = await uploads.report_failure(session, host, result_id, body, time.time())
     if recorded:
-        _wake_transitioner(request.app)
+        wake_transitioner(request.app)
         request.app[keys.METRICS].failures.labels(body.reason).inc()
     return web.json_response({"result_id": result_id, "recorded": recorded})
 
