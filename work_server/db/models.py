@@ -161,7 +161,10 @@ class Result(SQLModel, table=True):
 
 class Host(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
+    #: private: seen by the operators and the host itself only
     name: str
+    #: the public name the volunteer chose (none: anonymous, listed nowhere public)
+    display_name: str | None = Field(default=None, max_length=64)
     os: str
     arch: str
     cpus: int
