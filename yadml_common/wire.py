@@ -7,10 +7,11 @@ forbids unknown fields and bounds its sizes, because volunteers are anonymous.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 API_PREFIX = "/api/v1"
 
@@ -58,8 +59,32 @@ class ErrorBody(WireModel):
 # --------------------------------------------------------------------------- hosts
 
 
+#: markup, or an HTML character reference: ``<b>``, ``&lt;``, ``&#60;``
+_HTML_LIKE = re.compile(r"[<>]|&(#\d+|#x[0-9a-fA-F]+|[A-Za-z]\w*);")
+
+
+def _plain_display_name(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must be printable text (no control or formatting characters)")
+    if _HTML_LIKE.search(value):
+        raise ValueError("must be plain text, not HTML (no <, > or &...; references)")
+    return value
+
+
+#: A public display name: trimmed, 1-64 printable characters, no markup. Published on the
+#: public status page and ``GET /api/v1/status`` (the pages escape it anyway).
+DisplayName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+    AfterValidator(_plain_display_name),
+]
+
+
 class HostRegisterRequest(WireModel):
+    #: private: seen by the project's operators and the host itself only
     name: ShortText
+    #: public, by choice: without it the host is listed nowhere public
+    display_name: DisplayName | None = None
     os: ShortText = "unknown"
     arch: ShortText = "unknown"
     cpus: int = Field(default=1, ge=1, le=4096)
@@ -78,6 +103,8 @@ class HostRecord(WireModel):
 
     host_id: int
     name: str
+    #: the public name the volunteer chose; none: anonymous
+    display_name: str | None = None
     os: str
     arch: str
     cpus: int
@@ -224,6 +251,13 @@ class ProjectInfo(WireModel):
     public_keys: list[ProjectKey]
 
 
+class DisplayNameUpdate(WireModel):
+    """``PATCH /api/v1/hosts/me``: choose, change (a name) or withdraw (``null``) the host's
+    public display name."""
+
+    display_name: DisplayName | None
+
+
 class HostBanStatus(WireModel):
     host_id: int
     banned: bool
@@ -248,9 +282,18 @@ class TrainReport(WireModel):
 # --------------------------------------------------------------------------- operator status
 
 
+class PublicVolunteer(WireModel):
+    """One of the top volunteers by credit, as the public sees it: only the display name its
+    volunteer chose, and its credit."""
+
+    display_name: str
+    credit: float
+
+
 class ServerStatus(WireModel):
     """``GET /api/v1/status``, public: counts and aggregates only, never a host's name or a
-    per-host row (those are the operator's ``GET /api/v1/hosts``)."""
+    per-host row (those are the operator's ``GET /api/v1/hosts``). ``top_volunteers`` lists
+    only hosts whose volunteers chose a public display name, under that name."""
 
     hosts_total: int
     hosts_active: int
@@ -262,3 +305,5 @@ class ServerStatus(WireModel):
     daemons: dict[str, datetime | None]
     #: (host, runtime) pairs trusted for adaptive replication
     hosts_trusted: int = 0
+    #: the top 10 by credit among the hosts with a display name (not banned)
+    top_volunteers: list[PublicVolunteer] = Field(default_factory=list)

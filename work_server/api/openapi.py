@@ -51,6 +51,7 @@ _MODELS: list[type[BaseModel]] = [
     w.ProjectInfo,
     w.HostBanStatus,
     w.HostRecord,
+    w.DisplayNameUpdate,
     HostList,
     *ACCESS_MODELS,
 ]
@@ -89,7 +90,14 @@ def build_openapi() -> dict[str, Any]:
                 ok={"200": json_content(w.HostRecord)},
                 errors=("401", "403"),
                 security=HOST_AUTH,
-            )
+            ),
+            "patch": operation(
+                "Choose, change or (null) withdraw the calling host's public display name",
+                ok={"200": json_content(w.HostRecord)},
+                errors=("400", "401", "403", "413", "422"),
+                body=json_request(w.DisplayNameUpdate),
+                security=HOST_AUTH,
+            ),
         },
         f"{p}/hosts/{{host_id}}": {
             "get": operation(
@@ -265,7 +273,8 @@ def build_openapi() -> dict[str, Any]:
         },
         f"{p}/status": {
             "get": operation(
-                "Server status: counts only, no host", ok={"200": json_content(w.ServerStatus)}
+                "Server status: counts, and the top volunteers by the display names they chose",
+                ok={"200": json_content(w.ServerStatus)},
             )
         },
         "/healthz": {

@@ -44,6 +44,7 @@ def own_record(host: Host) -> HostRecord:
     return HostRecord(
         host_id=host.id,
         name=host.name,
+        display_name=host.display_name,
         os=host.os,
         arch=host.arch,
         cpus=host.cpus,

@@ -1,4 +1,8 @@
-"""Host registration, authentication, heartbeats and bans.
+"""Host registration, authentication, display names, heartbeats and bans.
+
+A host's ``name`` is private (operators and the host itself); its ``display_name`` is the
+public name its volunteer may choose at registration or later (``set_display_name``), and
+the only name of it anyone else ever sees (``services.status``' top volunteers).
 
 **Banning** a host revokes its work at once, in the transaction that sets ``Host.banned``:
 
@@ -48,6 +52,7 @@ async def register_host(
     token = new_token()
     host = Host(
         name=body.name,
+        display_name=body.display_name,
         os=body.os,
         arch=body.arch,
         cpus=body.cpus,
@@ -61,6 +66,15 @@ async def register_host(
     await session.commit()
     await session.refresh(host)
     return host, token
+
+
+async def set_display_name(session: AsyncSession, host: Host, display_name: str | None) -> Host:
+    """Choose, change or (``None``) withdraw ``host``'s public display name. Commits."""
+    host.display_name = display_name
+    session.add(host)
+    await session.commit()
+    await session.refresh(host)
+    return host
 
 
 #: ``Host.last_contact`` is written at most this often per host: it feeds "active in the last

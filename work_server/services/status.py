@@ -7,6 +7,8 @@ the API and the page always agree on what "unsent" or "jobs running" means.
 
 Both are public, so they hold counts and aggregates only: no host's name, id or per-host row
 (a volunteer's name is for the operators and the host itself: ``services.host_records``).
+The one exception is by the volunteer's choice: ``top_volunteers`` lists the hosts with a
+public display name, by that name and their credit, nothing else.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from work_server.db.models import (
 )
 from work_server.services import host_records
 from work_server.services.jobs import ACTIVE_JOB_STATES
-from yadml_common.wire import ServerStatus
+from yadml_common.wire import PublicVolunteer, ServerStatus
 
 HOUR_S = 3600.0
 DAY_S = 86400.0
+#: how many volunteers the public "top volunteers by credit" list shows
+TOP_VOLUNTEERS = 10
 
 
 async def _count(session: AsyncSession, stmt: Any) -> int:
@@ -81,6 +85,22 @@ async def _trusted_pairs(session: AsyncSession) -> int:
     )
 
 
+async def top_volunteers(
+    session: AsyncSession, limit: int = TOP_VOLUNTEERS
+) -> list[PublicVolunteer]:
+    """The hosts with the most credit among those whose volunteers chose a public display
+    name (banned hosts left out): that name and the credit, nothing else."""
+    rows = await session.exec(
+        select(Host.display_name, Host.credit)
+        .where(col(Host.display_name).is_not(None), col(Host.banned).is_(False))
+        .order_by(col(Host.credit).desc(), col(Host.id))
+        .limit(limit)
+    )
+    return [
+        PublicVolunteer(display_name=name, credit=credit) for name, credit in rows.all() if name
+    ]
+
+
 async def server_status(
     session: AsyncSession, *, now: float, active_window_s: float
 ) -> ServerStatus:
@@ -114,6 +134,7 @@ async def server_status(
             for name in DAEMON_NAMES
         },
         hosts_trusted=await _trusted_pairs(session),
+        top_volunteers=await top_volunteers(session),
     )
 
 
@@ -138,6 +159,7 @@ class StatusOverview:
     jobs_running: int
     blob_count: int
     blob_bytes: int
+    top_volunteers: list[PublicVolunteer]
 
 
 async def status_overview(session: AsyncSession, *, now: float) -> StatusOverview:
@@ -183,4 +205,5 @@ async def status_overview(session: AsyncSession, *, now: float) -> StatusOvervie
         jobs_running=await _jobs_running(session),
         blob_count=int(blob_count),
         blob_bytes=int(blob_bytes),
+        top_volunteers=await top_volunteers(session),
     )

@@ -205,6 +205,7 @@ async def test_hosts_page_and_ban(logged_in: Client) -> None:
     async with client.app[keys.SESSIONMAKER]() as session:
         host = Host(
             name="<b>pc</b>",
+            display_name="<i>Ada</i>",  # the API refuses markup; the page escapes it anyway
             os="linux",
             arch="x86_64",
             cpus=8,
@@ -225,6 +226,7 @@ async def test_hosts_page_and_ban(logged_in: Client) -> None:
     html = await (await client.get("/hosts")).text()
     assert "&lt;b&gt;pc&lt;/b&gt;" in html
     assert "<b>pc</b>" not in html
+    assert "public: &lt;i&gt;Ada&lt;/i&gt;" in html  # the operators see both names
     assert "process, docker" in html
     assert "12.5" in html
     assert "2 min ago" in html
@@ -257,6 +259,33 @@ async def test_server_status_page(client: Client) -> None:
         await session.commit()
     client.app[keys.BLOBS].put(b"x" * 2048)
     html = await (await client.get("/server-status")).text()
+    assert "Volunteers are anonymous unless they choose a public name" in html
+    async with client.app[keys.SESSIONMAKER]() as session:
+        for name, display_name, credit in (
+            ("private-a", "<i>Ada</i>", 3.0),
+            ("private-b", None, 9.0),
+        ):
+            session.add(
+                Host(
+                    name=name,
+                    display_name=display_name,
+                    os="linux",
+                    arch="x86_64",
+                    cpus=1,
+                    memory_mb=1024,
+                    runtimes=["process"],
+                    token_hash=name,
+                    created_at=time.time(),
+                    last_contact=time.time(),
+                    credit=credit,
+                )
+            )
+        await session.commit()
+    html = await (await client.get("/server-status")).text()
+    assert 'id="top-volunteers"' in html
+    assert "<td>&lt;i&gt;Ada&lt;/i&gt;</td><td>3.0</td>" in html
+    assert "private-" not in html  # no chosen name: not listed
+    assert "9.0" not in html
     for text in (
         "transitioner", "validator", "round closer", "work generator", "job finisher",
         "file deleter", "Tasks ready to send",
