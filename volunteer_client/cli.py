@@ -2,7 +2,8 @@
 
 ::
 
-    yadml-client [--state-dir DIR] attach URL [--name NAME] [--runtimes process,docker]
+    yadml-client [--state-dir DIR] attach URL [--name NAME] [--public-name NAME]
+                                          [--runtimes process,docker]
                                           [--fingerprint SHA256:...] [--ca-cert FILE]
     yadml-client [--state-dir DIR] run [--executor process] [--max-concurrent 1] [--threads N]
                                        [--once] [--heartbeat-s 30] [--backoff-max-s 60]
@@ -32,11 +33,11 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import cast
 
 from yadml_common.signing import SignatureError, WorkVerifier, fingerprint, public_key_from_b64
-from yadml_common.wire import RUNTIMES, HostRegisterRequest, ProjectInfo, Runtime
+from yadml_common.wire import HostRegisterRequest, ProjectInfo, Runtime
 
+from . import cli_args
 from .api import ServerAPI
 from .daemon import Daemon
 from .errors import ExecutionFailed, YadmlClientError
@@ -52,30 +53,6 @@ log = logging.getLogger("volunteer_client")
 RunArguments = Callable[[argparse.ArgumentParser], None]
 #: Wraps the executor ``run`` built, given the parsed arguments (a testing entry point's).
 ExecutorWrapper = Callable[[Executor, argparse.Namespace], Executor]
-
-
-def _runtimes(value: str) -> list[Runtime]:
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [n for n in names if n not in RUNTIMES]
-    if not names or bad:
-        raise argparse.ArgumentTypeError(
-            f"runtimes must be a comma-separated subset of {','.join(RUNTIMES)}"
-        )
-    return [cast(Runtime, n) for n in dict.fromkeys(names)]
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return number
-
-
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return number
 
 
 def build_parser(
@@ -102,7 +79,14 @@ def build_parser(
         "this client (default: an anonymous host-<6 hex>; the hostname is never sent)",
     )
     attach.add_argument(
-        "--runtimes", type=_runtimes, default=["process"], help="e.g. process,docker"
+        "--public-name",
+        type=cli_args.public_name,
+        default=None,
+        help="a public display name, listed with this computer's credit on the project's "
+        "status page (default: none; the computer is listed nowhere public)",
+    )
+    attach.add_argument(
+        "--runtimes", type=cli_args.runtimes, default=["process"], help="e.g. process,docker"
     )
     attach.add_argument(
         "--fingerprint",
@@ -121,18 +105,22 @@ def build_parser(
     run.add_argument(
         "--executor", choices=list(EXECUTORS), default="process", help="(default: process)"
     )
-    run.add_argument("--max-concurrent", type=_positive_int, default=1)
-    run.add_argument("--threads", type=_positive_int, default=None, help="threads per unit")
+    run.add_argument("--max-concurrent", type=cli_args.positive_int, default=1)
+    run.add_argument("--threads", type=cli_args.positive_int, default=None, help="threads per unit")
     run.add_argument("--once", action="store_true", help="one pass, then exit")
-    run.add_argument("--heartbeat-s", type=_positive_float, default=30.0)
-    run.add_argument("--backoff-max-s", type=_positive_float, default=60.0)
+    run.add_argument("--heartbeat-s", type=cli_args.positive_float, default=30.0)
+    run.add_argument("--backoff-max-s", type=cli_args.positive_float, default=60.0)
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     docker = run.add_argument_group("docker executor (the volunteer's limits per unit)")
     docker.add_argument("--docker-image", default=None, help="default: yadml-worker:<version>")
     docker.add_argument("--docker-runtime", default=None, help="OCI runtime, e.g. runsc (gVisor)")
-    docker.add_argument("--memory-mb", type=_positive_int, default=2048, help="memory limit")
-    docker.add_argument("--cpus", type=_positive_float, default=None, help="CPU limit")
-    docker.add_argument("--pids-limit", type=_positive_int, default=256, help="process limit")
+    docker.add_argument(
+        "--memory-mb", type=cli_args.positive_int, default=2048, help="memory limit"
+    )
+    docker.add_argument("--cpus", type=cli_args.positive_float, default=None, help="CPU limit")
+    docker.add_argument(
+        "--pids-limit", type=cli_args.positive_int, default=256, help="process limit"
+    )
     docker.add_argument(
         "--cold",
         action="store_true",
@@ -166,13 +154,17 @@ def anonymous_name() -> str:
     return f"host-{secrets.token_hex(3)}"
 
 
-def detect_host(name: str | None, runtimes: Sequence[Runtime]) -> HostRegisterRequest:
-    """What the client tells the server about this computer: never its hostname."""
+def detect_host(
+    name: str | None, runtimes: Sequence[Runtime], public_name: str | None = None
+) -> HostRegisterRequest:
+    """What the client tells the server about this computer: never its hostname, and a
+    public name only when the volunteer chose one."""
     memory_mb = 1024
     with contextlib.suppress(ValueError, OSError, AttributeError):
         memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
     return HostRegisterRequest(
         name=(name or anonymous_name())[:128],
+        display_name=public_name,
         os=(platform.system() or "unknown")[:128],
         arch=(platform.machine() or "unknown")[:128],
         cpus=max(1, min(4096, os.cpu_count() or 1)),
@@ -206,6 +198,7 @@ async def _attach(
     runtimes: list[Runtime],
     expected_fingerprint: str | None = None,
     ca_cert: Path | None = None,
+    public_name: str | None = None,
 ) -> int:
     with state.lock():
         existing = state.load_attachment()
@@ -217,7 +210,7 @@ async def _attach(
             )
             return 1
         runtimes = _usable_runtimes(runtimes)
-        request = detect_host(name, runtimes)
+        request = detect_host(name, runtimes, public_name)
         ca = str(await asyncio.to_thread(ca_cert.resolve)) if ca_cert is not None else None
         async with ServerAPI(base_url=url, ca_cert=ca) as api:
             info = await api.project()
@@ -243,7 +236,8 @@ async def _attach(
         )
     else:
         print(f"project {info.name!r} key fingerprint: {key} (matches --fingerprint)")
-    print(f"attached to {url} as host {response.host_id} ({request.name})")
+    public = f", public name {request.display_name!r}" if request.display_name else ""
+    print(f"attached to {url} as host {response.host_id} ({request.name}){public}")
     return 0
 
 
@@ -384,7 +378,15 @@ def main(
     try:
         if args.command == "attach":
             return asyncio.run(
-                _attach(state, args.url, args.name, args.runtimes, args.fingerprint, args.ca_cert)
+                _attach(
+                    state,
+                    args.url,
+                    args.name,
+                    args.runtimes,
+                    args.fingerprint,
+                    args.ca_cert,
+                    args.public_name,
+                )
             )
         if args.command == "run":
             return asyncio.run(_run(state, args, wrap_executor))

@@ -64,6 +64,29 @@ def test_the_default_host_name_is_anonymous() -> None:
     assert detect_host("my-pc", ["process"]).name == "my-pc"  # --name: private, by choice
 
 
+async def test_attach_with_a_public_name(
+    fake_server: FakeWorkServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state_dir = str(tmp_path / "client")
+    argv = ["--state-dir", state_dir, "attach", fake_server.url, "--public-name", "  Ada L.  "]
+    assert await asyncio.to_thread(main, argv) == 0
+    (sent,) = fake_server.registered
+    assert sent.display_name == "Ada L."  # trimmed, as the server stores it
+    assert re.fullmatch(r"host-[0-9a-f]{6}", sent.name)  # the private name stays anonymous
+    assert "public name 'Ada L.'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "x" * 65, "<b>me</b>", "a&amp;b", "tab\there"])
+def test_a_bad_public_name_is_refused_before_attaching(
+    bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--state-dir", str(tmp_path), "attach", "http://x", "--public-name", bad])
+    assert info.value.code == 2
+    assert "invalid public name" in capsys.readouterr().err
+    assert detect_host(None, ["process"]).display_name is None  # anonymous by default
+
+
 def test_run_has_no_fault_or_attack_switches(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["run", "--help"])
