@@ -41,23 +41,14 @@ async def submit_job(request: web.Request) -> web.Response:
     principal = await authorize(request, Scope.jobs)
     spec = await json_body(request, JobSpec)
     async with request.app[keys.SESSIONMAKER]() as session:
-        job = await jobs.submit_job(
+        job = await jobs.start_job(
             session,
             spec,
             max_running_jobs=request.app[keys.CONFIG].max_running_jobs,
-            now=time.time(),
-        )
-        # the job's id exists only once it is committed: recorded right after
-        audit.record(
-            session,
             actor=principal,
-            action=audit.Action.job_start,
-            target=f"job:{job.id}",
-            detail=audit.job_summary(spec),
             client_ip=request_ip(request),
             now=time.time(),
         )
-        await session.commit()
         status = await jobs.job_status(session, job)
     return json_response(status, status=201)
 
@@ -118,16 +109,14 @@ async def _set_banned(request: web.Request, banned: bool) -> web.Response:
     principal = await authorize(request, Scope.hosts)
     host_id = int_param(request, "host_id")
     async with request.app[keys.SESSIONMAKER]() as session:
-        audit.record(  # committed by set_banned, with the ban
+        host = await hosts.ban_host(
             session,
+            host_id,
+            banned,
             actor=principal,
-            action=audit.Action.host_ban if banned else audit.Action.host_unban,
-            target=f"host:{host_id}",
             client_ip=request_ip(request),
             now=time.time(),
-        )
-        host = await hosts.set_banned(
-            session, host_id, banned, now=time.time(), wake=partial(wake_transitioner, request.app)
+            wake=partial(wake_transitioner, request.app),
         )
     verb = "banned" if banned else "unbanned"
     log.warning("host %d %s by %s (%s)", host_id, verb, principal.operator, principal.via)

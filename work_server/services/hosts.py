@@ -42,7 +42,8 @@ from work_server.db.models import (
     WorkUnitState,
 )
 from work_server.errors import Forbidden, NotFound, Unauthorized
-from work_server.services import credit
+from work_server.services import audit, credit
+from work_server.services.principal import Principal
 from yadml_common.wire import HeartbeatRequest, HostRegisterRequest
 
 
@@ -126,6 +127,29 @@ async def set_banned(
     if handed_over and wake is not None:
         wake()
     return host
+
+
+async def ban_host(
+    session: AsyncSession,
+    host_id: int,
+    banned: bool,
+    *,
+    actor: Principal,
+    client_ip: str | None,
+    now: float,
+    wake: Callable[[], None] | None = None,
+) -> Host:
+    """An operator's ban or unban (the API and the web pages): :func:`set_banned`, with the
+    audit event committed in the same transaction."""
+    audit.record(
+        session,
+        actor=actor,
+        action=audit.Action.host_ban if banned else audit.Action.host_unban,
+        target=f"host:{host_id}",
+        client_ip=client_ip,
+        now=now,
+    )
+    return await set_banned(session, host_id, banned, now=now, wake=wake)
 
 
 async def _revoke_work(session: AsyncSession, host_id: int, now: float) -> int:

@@ -15,6 +15,8 @@ from work_server.errors import Conflict, NotFound, Unprocessable
 from work_server.job_spec import JobSpec
 from work_server.job_status import JobStatus, RoundMetrics
 from work_server.ml.evaluate import METRIC_KEYS
+from work_server.services import audit
+from work_server.services.principal import Principal
 
 ACTIVE_JOB_STATES = (JobState.pending, JobState.running)
 FINISHED_JOB_STATES = (JobState.completed, JobState.failed, JobState.cancelled)
@@ -53,6 +55,31 @@ async def submit_job(
     session.add(job)
     await session.commit()
     await session.refresh(job)
+    return job
+
+
+async def start_job(
+    session: AsyncSession,
+    spec: JobSpec,
+    *,
+    max_running_jobs: int,
+    actor: Principal,
+    client_ip: str | None,
+    now: float,
+) -> Job:
+    """An operator's job submission (the API and the web pages): :func:`submit_job`, then
+    its audit event (the job's id exists only once it is committed)."""
+    job = await submit_job(session, spec, max_running_jobs=max_running_jobs, now=now)
+    audit.record(
+        session,
+        actor=actor,
+        action=audit.Action.job_start,
+        target=f"job:{job.id}",
+        detail=audit.job_summary(spec),
+        client_ip=client_ip,
+        now=now,
+    )
+    await session.commit()
     return job
 
 

@@ -16,7 +16,6 @@ from yarl import URL
 
 from work_server import keys
 from work_server.api.common import int_param, wake_transitioner
-from work_server.services import audit
 from work_server.services import hosts as host_service
 from work_server.web import queries
 from work_server.web.audit_actor import request_ip, web_actor
@@ -42,16 +41,14 @@ async def hosts_page(request: web.Request, login: LoggedIn) -> web.StreamRespons
 async def _set_banned(request: web.Request, login: LoggedIn, banned: bool) -> web.StreamResponse:
     host_id = int_param(request, "host_id")
     async with request.app[keys.SESSIONMAKER]() as session:
-        audit.record(  # committed by set_banned, with the ban
+        host = await host_service.ban_host(
             session,
+            host_id,
+            banned,
             actor=web_actor(login),
-            action=audit.Action.host_ban if banned else audit.Action.host_unban,
-            target=f"host:{host_id}",
             client_ip=request_ip(request),
             now=time.time(),
-        )
-        host = await host_service.set_banned(
-            session, host_id, banned, now=time.time(), wake=partial(wake_transitioner, request.app)
+            wake=partial(wake_transitioner, request.app),
         )
     verb = "banned" if banned else "unbanned"
     log.warning(

@@ -88,10 +88,12 @@ async def start_job(request: web.Request, login: LoggedIn) -> web.StreamResponse
         )
     try:
         async with request.app[keys.SESSIONMAKER]() as session:
-            job = await job_service.submit_job(
+            job = await job_service.start_job(
                 session,
                 spec,
                 max_running_jobs=request.app[keys.CONFIG].max_running_jobs,
+                actor=web_actor(login),
+                client_ip=request_ip(request),
                 now=time.time(),
             )
     except Conflict as exc:
@@ -104,17 +106,6 @@ async def start_job(request: web.Request, login: LoggedIn) -> web.StreamResponse
         return await render_jobs_page(
             request, login, status=422, errors=[exc.detail], values=values
         )
-    async with request.app[keys.SESSIONMAKER]() as session:  # the id exists once committed
-        audit.record(
-            session,
-            actor=web_actor(login),
-            action=audit.Action.job_start,
-            target=f"job:{job.id}",
-            detail=audit.job_summary(spec),
-            client_ip=request_ip(request),
-            now=time.time(),
-        )
-        await session.commit()
     log.info("job %s started from the web pages by %s", job.id, login.operator.username)
     raise web.HTTPSeeOther(location=f"/jobs/{job.id}")
 
