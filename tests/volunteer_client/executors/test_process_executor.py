@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.volunteer_client.executors.processes import pid_gone
 from volunteer_client.errors import ExecutionFailed
 from volunteer_client.executors import ExecutionRequest, ProcessExecutor, ProcessOptions
 from yadml_common.wire import TaskConfig
@@ -38,22 +39,13 @@ def _request(tmp_path: Path, *, timeout_s: float | None = 20.0) -> ExecutionRequ
     )
 
 
-def _gone(pid: int) -> bool:
-    """True when ``pid`` no longer runs (a zombie awaiting its reaper counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
-
-
 def _wait_gone(pid: int, within: float = 3.0) -> bool:
     end = time.monotonic() + within
     while time.monotonic() < end:
-        if _gone(pid):
+        if pid_gone(pid):
             return True
         time.sleep(0.02)
-    return _gone(pid)
+    return pid_gone(pid)
 
 
 async def test_success_writes_task_and_output(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 import safetensors.torch
 import torch
 
+from tests.volunteer_client.executors.processes import pid_gone
 from volunteer_client.errors import ExecutionFailed
 from volunteer_client.executors import ExecutionRequest, ProcessExecutor, ProcessOptions
 from yadml_common.wire import SHARD_IMAGES, SHARD_LABELS, TaskConfig
@@ -55,14 +56,6 @@ async def warm(tmp_path: Path) -> AsyncIterator[ProcessExecutor]:
         await executor.aclose()
 
 
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
-
-
 async def _wait_for(predicate: object, within: float = 60.0) -> None:
     assert callable(predicate)
     end = time.monotonic() + within
@@ -87,7 +80,7 @@ async def test_units_run_in_one_long_lived_process(tmp_path: Path, warm: Process
     assert info.value.reason == "invalid_input"
     assert warm.warm_pids() == [pid]
     await warm.aclose()
-    await _wait_for(lambda: _gone(pid), within=5.0)
+    await _wait_for(lambda: pid_gone(pid), within=5.0)
     assert not any((tmp_path / "spool").iterdir())
 
 
@@ -140,7 +133,7 @@ async def test_time_limit_kills_the_process(tmp_path: Path, warm: ProcessExecuto
         await warm.run(_request(tmp_path, "slow", samples=4000, epochs=50, timeout_s=1.0))
     assert info.value.reason == "timeout"
     assert time.monotonic() - started < 10
-    await _wait_for(lambda: _gone(pid), within=5.0)
+    await _wait_for(lambda: pid_gone(pid), within=5.0)
     assert warm.warm_pids() == []
     assert (await warm.run(_request(tmp_path, "b"))).output_path.is_file()
 
@@ -155,7 +148,7 @@ async def test_cancellation_kills_the_process(tmp_path: Path, warm: ProcessExecu
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await _wait_for(lambda: _gone(pid), within=5.0)
+    await _wait_for(lambda: pid_gone(pid), within=5.0)
     assert warm.warm_pids() == []
 
 
